@@ -1,0 +1,1 @@
+"""coolchic-ref: the normative integer-only decoder (NumPy + Numba, no torch)."""

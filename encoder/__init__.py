@@ -1,0 +1,1 @@
+"""coolchic-ref encoder (optional extra: torch, constriction)."""
