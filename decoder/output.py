@@ -1,0 +1,171 @@
+"""Writing decoded pictures: PNG, raw YUV (.yuv) and canonical raw samples (.raw).
+
+Every file is written to a temporary file in the target directory and then
+renamed over the target (os.replace), so an interrupted or failed write never
+leaves a partial file under the requested name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .decode import DecodedImage
+from .samples import canonical_raw_bytes
+from .syntax import ColorFormat, StreamHeader
+
+FORMATS = (".png", ".yuv", ".raw")
+_SIZE_IN_NAME = re.compile(r"_(\d+)x(\d+)_")
+
+
+class OutputError(Exception):
+    """The requested output cannot be written; the message is one line."""
+
+
+def _format_name(color_format: ColorFormat) -> str:
+    return {
+        ColorFormat.GREY: "grey",
+        ColorFormat.RGB: "RGB",
+        ColorFormat.YUV444: "YUV 4:4:4",
+        ColorFormat.YUV420: "YUV 4:2:0",
+    }[color_format]
+
+
+def yuv_file_name(stem: str, width: int, height: int, color_format: ColorFormat, bits: int) -> str:
+    """Cool-chic's naming convention: `<stem>_<W>x<H>_<fps>p_yuv420_<bits>b.yuv`.
+
+    The frame rate is not coded in the stream: 1 is written.
+    """
+    chroma = "yuv420" if color_format == ColorFormat.YUV420 else "yuv444"
+    return f"{stem}_{width}x{height}_1p_{chroma}_{bits}b.yuv"
+
+
+def resolve_output(header: StreamHeader, path: str | os.PathLike) -> Path:
+    """The path that will actually be written for `path`, after checking it fits the stream.
+
+    Only the header is needed, so a bad output choice is reported before decoding.
+    Raises OutputError.
+    """
+    target = Path(path)
+    suffix = target.suffix.lower()
+    fmt = header.color_format
+    name = _format_name(fmt)
+    if suffix not in FORMATS:
+        raise OutputError(
+            f"cannot write '{target.suffix or target.name}' files: use .png, .yuv or .raw"
+        )
+    if suffix == ".png":
+        if fmt not in (ColorFormat.GREY, ColorFormat.RGB):
+            raise OutputError(f"PNG cannot hold a {name} picture: write .yuv or .raw instead")
+        if header.bit_depth not in (8, 16):
+            raise OutputError(
+                f"PNG holds 8- or 16-bit samples, this stream is {header.bit_depth}-bit: "
+                "write .raw instead"
+            )
+    elif suffix == ".yuv":
+        if fmt not in (ColorFormat.YUV444, ColorFormat.YUV420):
+            raise OutputError(f"a {name} picture is not YUV: write .png or .raw instead")
+        match = _SIZE_IN_NAME.search(target.stem)
+        if match is None:
+            target = target.with_name(
+                yuv_file_name(target.stem, header.width, header.height, fmt, header.bit_depth)
+            )
+        elif (int(match[1]), int(match[2])) != (header.width, header.height):
+            raise OutputError(
+                f"output name says {match[1]}x{match[2]} but the picture is "
+                f"{header.width}x{header.height}"
+            )
+    directory = target.parent
+    if not directory.is_dir():
+        raise OutputError(f"cannot write {target}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {target}: directory {directory} is not writable")
+    if target.is_dir():
+        raise OutputError(f"cannot write {target}: it is a directory")
+    return target
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same directory + os.replace.
+
+    On any failure, KeyboardInterrupt included, the temporary file is removed and
+    `path` is left as it was. Raises OutputError for OS errors.
+    """
+    target = Path(path)
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    try:
+        # 0o666 filtered by the umask, like a plain open(): not mkstemp's 0o600.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as error:
+        raise OutputError(f"cannot write {target}: {error.strerror}") from error
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temp, target)
+    except BaseException as error:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(error, OSError):
+            raise OutputError(f"cannot write {target}: {error.strerror}") from error
+        raise
+
+
+def png_bytes(image: DecodedImage) -> bytes:
+    """PNG file of a grey or RGB picture, 8-bit (uint8) or 16-bit (uint16) samples."""
+    if len(image.planes) == 1:
+        pixels = image.planes[0]
+    else:
+        pixels = np.stack(image.planes, axis=-1)
+    if pixels.ndim == 3 and pixels.dtype == np.uint16:
+        # imageio's Pillow plugin cannot write 16-bit RGB: write that PNG ourselves.
+        return _png_rgb16(pixels)
+    import imageio.v3 as iio
+
+    return iio.imwrite("<bytes>", pixels, extension=".png")
+
+
+def _png_rgb16(pixels: np.ndarray) -> bytes:
+    """Minimal PNG (colour type 2, depth 16, filter 0 on every row, no interlace)."""
+    height, width, _ = pixels.shape
+    big_endian = np.ascontiguousarray(pixels, dtype=">u2")
+    raw = np.zeros((height, 1 + width * 6), dtype=np.uint8)  # column 0: filter type 0
+    raw[:, 1:] = big_endian.view(np.uint8).reshape(height, width * 6)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def encode_image(image: DecodedImage, path: Path) -> bytes:
+    """The file content for `path`'s format (.png, .yuv or .raw)."""
+    if path.suffix.lower() == ".png":
+        return png_bytes(image)
+    # .yuv is planar Y, U, V with the canonical sample layout; .raw is canonical.
+    return canonical_raw_bytes(image.planes, image.bit_depth)
+
+
+def write_image(image: DecodedImage, path: str | os.PathLike) -> Path:
+    """Write `image` to `path` (format from the extension); return the path written.
+
+    A .yuv name without `_<W>x<H>_` gets Cool-chic's full name (`yuv_file_name`).
+    Raises OutputError.
+    """
+    target = resolve_output(image.header, path)
+    atomic_write(target, encode_image(image, target))
+    return target
