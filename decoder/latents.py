@@ -1,0 +1,387 @@
+"""Entropy decoding of the latent grids (spec section 5).
+
+Each non-constant grid is decoded from its own rANS substream (5.5) in wavefront
+order (5.2). For every diagonal the causal contexts of all its positions are
+gathered into a planar [dim_arm][n] int32 block and the fixed-point ARM (5.3,
+layer rule 2.3) runs over the block with the position loop innermost; then the
+diagonal's symbols are decoded in order. Each symbol is found by evaluating the
+integer Laplace cdf (5.4) on demand: first the symbol whose interval holds mu
+(precomputed for the whole diagonal, independent of the rANS state), else a
+galloping search from there; no per-latent table is ever built.
+
+Grids are independent: they are spread over numba.get_num_threads() Python
+threads in bins of roughly equal size (the grid decoder releases the GIL; a
+thread pool avoids the long compilation of a parallel Numba loop around it).
+The result does not depend on the number of threads.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba import njit
+
+from .errors import StreamError
+from .laplace_tables import EXP_NEG, INV_SCALE
+from .layer_kernels import MAX_WIDTH, PackedLayers, dense_layer
+from .syntax import ARM_FRAC, PRECISION, StreamHeader
+
+# Positions per ARM batch; a diagonal of a 768-wide grid (at most 192 positions
+# for r = 3) fits in one batch.
+TILE = 256
+
+STATUS_OK = 0
+STATUS_BAD_START = 1
+STATUS_SIZE_MISMATCH = 2
+_STATUS_MESSAGES = {
+    STATUS_BAD_START: "invalid substream start",
+    STATUS_SIZE_MISMATCH: "substream size mismatch",
+}
+
+# rANS state arithmetic is unsigned 64-bit: Numba turns any uint64/int64 mix
+# into float64, so every operand of the state is an explicit np.uint64.
+_LOW24 = np.uint64((1 << PRECISION) - 1)
+_SHIFT24 = np.uint64(PRECISION)
+_SHIFT32 = np.uint64(32)
+_TWO32 = np.uint64(1 << 32)
+_ONE30 = 1 << 30
+_TOTAL = 1 << PRECISION
+_MAX_LOG_SCALE = 2048
+_MIN_LOG_SCALE = -1536
+_MU_LIMIT = 1 << 23
+
+# int32 copies of the tables (every entry < 2^31): half the cache footprint.
+_EXP_NEG_I32 = EXP_NEG.astype(np.int32)
+_INV_SCALE_I32 = INV_SCALE.astype(np.int32)
+
+
+def context_offsets(n_ctx_rowcol: int) -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dx) of the causal context in spec 5.2 order, as two int64 arrays."""
+    r = n_ctx_rowcol
+    dys, dxs = [], []
+    for dy in range(-r, 1):
+        for dx in range(-r, r + 1):
+            if dy < 0 or dx < 0:
+                dys.append(dy)
+                dxs.append(dx)
+    return np.array(dys, dtype=np.int64), np.array(dxs, dtype=np.int64)
+
+
+@njit(cache=True, inline="always")
+def _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg):
+    """G(i) of spec 5.4: Laplace cumulative mass at boundary latent_min + i - 1/2, Q30.
+
+    Written with clamps and selects rather than branches: mu varies from one
+    latent to the next, so branches here would be mispredicted.
+    """
+    b = ((latent_min + i) << 8) - 128
+    t = (abs(b - mu) * inv_scale_q20) >> 20
+    last = exp_neg.shape[0] - 1
+    e = np.int64(exp_neg[min(t, last)])
+    e = np.int64(0) if t > last else e
+    half = e >> 1
+    return half if b < mu else _ONE30 - half
+
+
+@njit(cache=True, inline="always")
+def _cdf(i, k, spare, g0, mass, latent_min, mu, inv_scale_q20, exp_neg):
+    """cdf(i) of spec 5.4 (int64); spare = 2^24 - K, mass = D = G(K) - G(0)."""
+    if mass > 0:
+        g = _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg)
+        return i + ((g - g0) * spare) // mass
+    return i + (i * spare) // k
+
+
+@njit(cache=True)
+def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu, inv, exp_neg):
+    """The symbol s with cdf(s) <= q < cdf(s + 1) when it is not `guess`.
+
+    c_guess = cdf(guess), c_next = cdf(guess + 1). Gallops away from the guess
+    (steps 1, 2, 4, ...) to bracket q, then bisects: O(log distance) cdf
+    evaluations, at most about 2 log2(K). Returns (s, cdf(s), cdf(s + 1)).
+    """
+    if q < c_guess:
+        hi = guess
+        c_hi = c_guess
+        step = 1
+        while True:
+            probe = hi - step
+            if probe <= 0:
+                lo = 0
+                c_lo = np.int64(0)
+                break
+            c_probe = _cdf(probe, k, spare, g0, mass, latent_min, mu, inv, exp_neg)
+            if c_probe <= q:
+                lo = probe
+                c_lo = c_probe
+                break
+            hi = probe
+            c_hi = c_probe
+            step *= 2
+    else:
+        lo = guess + 1
+        c_lo = c_next
+        step = 1
+        while True:
+            probe = lo + step
+            if probe >= k:
+                hi = k
+                c_hi = np.int64(_TOTAL)
+                break
+            c_probe = _cdf(probe, k, spare, g0, mass, latent_min, mu, inv, exp_neg)
+            if c_probe > q:
+                hi = probe
+                c_hi = c_probe
+                break
+            lo = probe
+            c_lo = c_probe
+            step *= 2
+    while hi - lo > 1:
+        mid = (lo + hi) >> 1
+        c_mid = _cdf(mid, k, spare, g0, mass, latent_min, mu, inv, exp_neg)
+        if c_mid <= q:
+            lo = mid
+            c_lo = c_mid
+        else:
+            hi = mid
+            c_hi = c_mid
+    return lo, c_lo, c_hi
+
+
+@njit(cache=True, nogil=True)
+def decode_grid(
+    height,
+    width,
+    r,
+    latent_min,
+    k,
+    words,
+    latents,
+    ctx_dy,
+    ctx_dx,
+    desc,
+    w_grouped,
+    bias_init,
+    w_shift,
+    exp_neg,
+    inv_scale,
+    check_end,
+):
+    """Decode one grid (spec 5.2-5.5) into `latents` (int32 (height, width), latent values).
+
+    words: the substream as uint32 words; r: n_ctx_rowcol; k: alphabet size K;
+    ctx_dy, ctx_dx: context_offsets(r); desc, w_grouped, bias_init, w_shift: the
+    ARM as PackedLayers (weights Q`w_shift`, activations Q8); exp_neg (Q30) and
+    inv_scale (Q20): the spec tables as int32. Returns STATUS_OK, STATUS_BAD_START
+    (latents then unwritten) or, if check_end, STATUS_SIZE_MISMATCH.
+    """
+    n_words = words.shape[0]
+    state = np.uint64(0)
+    pos = 0
+    if n_words > 0:
+        if words[0] == 0:
+            return STATUS_BAD_START
+        state = np.uint64(words[0])
+        pos = 1
+        while pos < n_words and state < _TWO32:
+            state = (state << _SHIFT32) | np.uint64(words[pos])
+            pos += 1
+
+    dim = ctx_dy.shape[0]
+    n_layers = desc.shape[0]
+    # Latents are kept diagonal-major: diagonal d holds rows diag_first[d].. in
+    # order, so the context values of consecutive positions of a diagonal are
+    # consecutive in memory (vectorizable copies instead of strided gathers).
+    n_diagonals = width + (r + 1) * (height - 1)
+    diag_first = np.empty(n_diagonals, dtype=np.int64)
+    diag_start = np.zeros(n_diagonals + 1, dtype=np.int64)
+    for d in range(n_diagonals):
+        y_first = max(0, (d - (width - 1) + r) // (r + 1))
+        y_last = min(height - 1, d // (r + 1))
+        diag_first[d] = y_first
+        diag_start[d + 1] = diag_start[d] + y_last - y_first + 1
+    diag_latents = np.zeros(height * width, dtype=np.int32)
+
+    buf_a = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
+    buf_b = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
+    acc = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
+    batch_mu = np.empty(TILE, dtype=np.int64)
+    batch_inv = np.empty(TILE, dtype=np.int64)
+    batch_g0 = np.empty(TILE, dtype=np.int64)
+    batch_mass = np.empty(TILE, dtype=np.int64)
+    batch_guess = np.empty(TILE, dtype=np.int64)
+    batch_c_guess = np.empty(TILE, dtype=np.int64)
+    batch_c_next = np.empty(TILE, dtype=np.int64)
+    spare = np.int64(_TOTAL - k)
+    lmin = np.int64(latent_min)
+    for d in range(n_diagonals):
+        y_first = diag_first[d]
+        y_last = y_first + diag_start[d + 1] - diag_start[d] - 1
+        for y0 in range(y_first, y_last + 1, TILE):
+            n = min(TILE, y_last + 1 - y0)
+            for j in range(dim):
+                # Context j of position (y0 + t, .) is row y0 + dy + t of diagonal
+                # d + dx + (r + 1) dy; rows outside that diagonal are outside the grid.
+                row = buf_a[j]
+                src_d = d + ctx_dx[j] + (r + 1) * ctx_dy[j]
+                src_y0 = y0 + ctx_dy[j]
+                t_lo = n
+                t_hi = n
+                if src_d >= 0:
+                    src_first = diag_first[src_d]
+                    src_count = diag_start[src_d + 1] - diag_start[src_d]
+                    t_lo = min(n, max(0, src_first - src_y0))
+                    t_hi = max(t_lo, min(n, src_first + src_count - src_y0))
+                for t in range(t_lo):
+                    row[t] = 0
+                if t_hi > t_lo:
+                    src = diag_latents[diag_start[src_d] + src_y0 + t_lo - diag_first[src_d] :]
+                    dst = row[t_lo:]
+                    for t in range(t_hi - t_lo):
+                        dst[t] = src[t] << ARM_FRAC
+                for t in range(t_hi, n):
+                    row[t] = 0
+            x_in, x_out = buf_a, buf_b
+            for layer in range(n_layers):
+                dense_layer(x_in, n, desc[layer], w_grouped, bias_init, w_shift, acc, x_out)
+                x_in, x_out = x_out, x_in
+            mus = x_in[0]
+            log_scales = x_in[1]
+            # Everything of 5.4 that does not depend on the rANS state, for the whole
+            # batch: the serial loop below then mostly just checks the likeliest symbol.
+            for t in range(n):
+                log_scale = min(max(np.int64(log_scales[t]), _MIN_LOG_SCALE), _MAX_LOG_SCALE)
+                inv = np.int64(inv_scale[log_scale - _MIN_LOG_SCALE])
+                mu = min(max(np.int64(mus[t]), -_MU_LIMIT), _MU_LIMIT)
+                g0 = _boundary_mass(0, lmin, mu, inv, exp_neg)
+                mass = _boundary_mass(k, lmin, mu, inv, exp_neg) - g0
+                # The symbol whose interval holds mu.
+                guess = min(max(((mu + 128) >> 8) - lmin, 0), k - 1)
+                batch_mu[t] = mu
+                batch_inv[t] = inv
+                batch_g0[t] = g0
+                batch_mass[t] = mass
+                batch_guess[t] = guess
+                batch_c_guess[t] = _cdf(guess, k, spare, g0, mass, lmin, mu, inv, exp_neg)
+                batch_c_next[t] = _cdf(guess + 1, k, spare, g0, mass, lmin, mu, inv, exp_neg)
+            for t in range(n):
+                q = np.int64(state & _LOW24)
+                lo = batch_guess[t]
+                c_lo = batch_c_guess[t]
+                c_hi = batch_c_next[t]
+                if q < c_lo or q >= c_hi:
+                    lo, c_lo, c_hi = _search_symbol(
+                        q,
+                        lo,
+                        c_lo,
+                        c_hi,
+                        k,
+                        spare,
+                        batch_g0[t],
+                        batch_mass[t],
+                        lmin,
+                        batch_mu[t],
+                        batch_inv[t],
+                        exp_neg,
+                    )
+                state = (state >> _SHIFT24) * np.uint64(c_hi - c_lo) + np.uint64(q - c_lo)
+                if state < _TWO32 and pos < n_words:
+                    state = (state << _SHIFT32) | np.uint64(words[pos])
+                    pos += 1
+                diag_latents[diag_start[d] + y0 + t - y_first] = lmin + lo
+    for y in range(height):
+        for x in range(width):
+            d = x + (r + 1) * y
+            latents[y, x] = diag_latents[diag_start[d] + y - diag_first[d]]
+    if check_end and (pos != n_words or state != 0):
+        return STATUS_SIZE_MISMATCH
+    return STATUS_OK
+
+
+def balance_bins(sizes: list[int], n_bins: int) -> list[list[int]]:
+    """Longest-processing-time assignment of items 0..len(sizes)-1 to at most n_bins bins."""
+    n_bins = max(1, min(n_bins, len(sizes)))
+    loads = [0] * n_bins
+    members: list[list[int]] = [[] for _ in range(n_bins)]
+    for item in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        target = min(range(n_bins), key=lambda b: (loads[b], b))
+        members[target].append(item)
+        loads[target] += sizes[item]
+    return members
+
+
+def decode_latent_grids(
+    header: StreamHeader,
+    arm_weights: list[tuple[np.ndarray, np.ndarray]],
+    substreams: list[bytes | memoryview],
+    *,
+    check_end: bool = True,
+) -> list[np.ndarray]:
+    """Decode every latent grid (spec 5): per grid an int32 array (h_g, w_g) of latent values.
+
+    arm_weights[l] = (W int32 (out, in) Q`arm_w_shift`, B int32 (out,) Q`arm_b_shift`).
+    substreams[g] holds grid g's `substream_bytes` bytes (ignored for constant
+    grids). Raises StreamError "grid g: invalid substream start" or "grid g:
+    substream size mismatch" for the lowest-numbered failing grid.
+    `check_end=False` skips the end-of-substream check (benchmarks on random words).
+    """
+    n_grids = header.n_grids
+    if len(substreams) != n_grids:
+        raise ValueError(f"{len(substreams)} substreams for {n_grids} grids")
+    r = header.n_ctx_rowcol
+    grids = header.grids
+    coded = [g for g in range(n_grids) if not grids[g].is_constant]
+    result = [
+        np.empty((grid.height, grid.width), dtype=np.int32)
+        if g in coded
+        else np.full((grid.height, grid.width), grid.latent_min, dtype=np.int32)
+        for g, grid in enumerate(grids)
+    ]
+    if not coded:
+        return result
+    for g in coded:
+        if len(substreams[g]) != grids[g].substream_bytes:
+            raise ValueError(f"grid {g}: {len(substreams[g])}-byte substream, header differs")
+
+    quant = header.arm_quant
+    arm = PackedLayers(header.arm_layers, arm_weights, ARM_FRAC, quant.w_shift, quant.b_shift)
+    ctx_dy, ctx_dx = context_offsets(r)
+    status = [STATUS_OK] * n_grids
+
+    def decode_bin(members: list[int]) -> None:
+        for g in members:
+            grid = grids[g]
+            words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)
+            status[g] = decode_grid(
+                grid.height,
+                grid.width,
+                r,
+                grid.latent_min,
+                grid.alphabet_size,
+                words,
+                result[g],
+                ctx_dy,
+                ctx_dx,
+                arm.desc,
+                arm.w_grouped,
+                arm.bias_init,
+                arm.w_shift,
+                _EXP_NEG_I32,
+                _INV_SCALE_I32,
+                check_end,
+            )
+
+    # The grid decoder releases the GIL: Python threads decode the bins in parallel.
+    sizes = [grids[g].height * grids[g].width for g in coded]
+    bins = [[coded[i] for i in members] for members in balance_bins(sizes, numba.get_num_threads())]
+    if len(bins) == 1:
+        decode_bin(bins[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(bins)) as pool:
+            list(pool.map(decode_bin, bins))
+    for g in coded:
+        if status[g] != STATUS_OK:
+            raise StreamError(f"grid {g}: {_STATUS_MESSAGES[int(status[g])]}")
+    return result
