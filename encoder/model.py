@@ -1,0 +1,526 @@
+"""Floating-point Torch model of the coolchic-ref decoder (spec bitstream-v1.md).
+
+Every stage mirrors the normative integer process, without its rounding:
+
+- latent grids: grid g is `ceil(H / 2^g) x ceil(W / 2^g)`, one value per position, in
+  latent units (the integer decoder's latents are these values rounded);
+- ARM (spec 5.2-5.3): fully connected layers on the `2 r (r + 1)` causal neighbours,
+  zeros outside the grid; outputs `mu` and `log_scale` (natural log of the Laplace scale);
+- Laplace model (spec 5.4): `log_scale` clamped to [-6, 8], `mu` clamped to +-2^15;
+  the probability of a latent is the Laplace mass of `[v - 1/2, v + 1/2]`;
+- upsampling (spec 6): 2x polyphase filter with T folded taps, replicate border,
+  vertical pass then horizontal pass, cascaded from grid g down to full resolution;
+- synthesis (spec 7): convolutions with replicate padding, optional residual,
+  relu / leakyrelu (slope 1/16) / none;
+- samples (spec 8): output channels in [0, 1] units (1.0 = the largest sample value);
+  4:2:0 chroma = 2x2 average of the full-resolution chroma with a clamped border.
+
+Training runs the ARM on every position of every grid at once (teacher forcing): the
+latents are known, so the wavefront order of the decoder does not matter here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ARM_FRAC = 8  # ARM activations are Q8 (spec 2.1)
+SYN_FRAC = 12  # dense latent and synthesis activations are Q12
+LOG_SCALE_MIN = -6.0  # spec 5.4: s = clip(log_scale, -1536, 2048) in Q8
+LOG_SCALE_MAX = 8.0
+MU_LIMIT = float(1 << 15)  # spec 5.4: m = clip(mu, -2^23, 2^23) in Q8
+LEAKY_SLOPE = 1.0 / 16.0  # spec 2.2: y >> 4 for negative y
+MAX_BITS_PER_LATENT = 24.0  # every symbol has a frequency >= 1 out of 2^24
+
+COLOR_GREY, COLOR_RGB, COLOR_YUV444, COLOR_YUV420 = 0, 1, 2, 3
+
+
+class Layer(Protocol):
+    """What the model needs of a layer descriptor (bitstream.LayerDesc fits)."""
+
+    out_channels: int
+    kernel: int
+    residual: bool
+    activation: str
+
+
+def grid_sizes(height: int, width: int, n_grids: int) -> list[tuple[int, int]]:
+    """(rows, columns) of every latent grid: `ceil(H / 2^g) x ceil(W / 2^g)` (spec 3.4)."""
+    return [(-(-height // (1 << g)), -(-width // (1 << g))) for g in range(n_grids)]
+
+
+def context_offsets(n_ctx_rowcol: int) -> list[tuple[int, int]]:
+    """The ARM context (dy, dx) offsets in the order of spec 5.2."""
+    r = n_ctx_rowcol
+    return [(dy, dx) for dy in range(-r, 1) for dx in range(-r, r + 1) if dy < 0 or dx < 0]
+
+
+def n_channels_of(color_format: int) -> int:
+    """Synthesis output channels: 1 for grey, 3 otherwise."""
+    return 1 if color_format == COLOR_GREY else 3
+
+
+# ----------------------------------------------------------------------------- quantizers
+
+
+def softround(x: Tensor, temperature: float) -> Tensor:
+    """Soft rounding of Agustsson & Theis (2020): tends to round(x) as temperature -> 0."""
+    floor = torch.floor(x)
+    delta = x - floor - 0.5
+    return floor + 0.5 + 0.5 * torch.tanh(delta / temperature) / math.tanh(0.5 / temperature)
+
+
+def kumaraswamy_noise(shape: torch.Size, a: float, device: torch.device) -> Tensor:
+    """Noise in (-1/2, 1/2) from a Kumaraswamy(a, b) law whose mode is 1/2 (C3).
+
+    a = 1 is the uniform law; larger a concentrates the noise around 0.
+    """
+    u = torch.rand(shape, device=device)
+    if a == 1.0:
+        return u - 0.5
+    b = (2.0**a * (a - 1.0) + 1.0) / a
+    # Inverse CDF; clamp keeps (1 - u) ** (1/b) away from 1, where the gradient-free
+    # power would give exactly 0 and then 0 ** (1/a) is fine but wasteful to special-case.
+    return (1.0 - (1.0 - u).clamp_min(1e-12) ** (1.0 / b)) ** (1.0 / a) - 0.5
+
+
+@dataclass
+class Quantizer:
+    """How the latents are quantized during training.
+
+    mode: "softround" (C3 phase 1: softround(softround(x) + noise)), "ste" (round in
+    the forward pass, softround gradient at `temperature` in the backward pass; with
+    `temperature <= 0` the plain straight-through identity gradient), "round" (hard,
+    no gradient), "none" (identity).
+    noise: "kumaraswamy" (parameter a), "uniform", "gaussian" (parameter = std).
+    """
+
+    mode: str = "softround"
+    temperature: float = 0.3
+    noise: str = "kumaraswamy"
+    noise_param: float = 2.0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.mode == "none":
+            return x
+        if self.mode == "round":
+            return torch.round(x)
+        if self.mode == "ste":
+            if self.temperature <= 0:
+                return x + (torch.round(x) - x).detach()
+            soft = softround(x, self.temperature)
+            return soft + (torch.round(x) - soft).detach()
+        if self.mode != "softround":
+            raise ValueError(f"unknown quantizer mode {self.mode!r}")
+        y = softround(x, self.temperature)
+        if self.noise == "kumaraswamy":
+            y = y + kumaraswamy_noise(x.shape, self.noise_param, x.device)
+        elif self.noise == "uniform":
+            y = y + (torch.rand_like(x) - 0.5)
+        elif self.noise == "gaussian":
+            y = y + torch.randn_like(x) * self.noise_param
+        elif self.noise != "none":
+            raise ValueError(f"unknown noise {self.noise!r}")
+        return softround(y, self.temperature)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def activate(x: Tensor, name: str, inplace: bool = False) -> Tensor:
+    """Spec 2.2 activations in floating point. `inplace` saves an allocation when x is a
+    fresh result that nothing else needs (an addmm / conv output)."""
+    if name == "relu":
+        return F.relu(x, inplace=inplace)
+    if name == "leakyrelu":
+        return F.leaky_relu(x, LEAKY_SLOPE, inplace=inplace)
+    if name == "none":
+        return x
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class Arm(nn.Module):
+    """Auto-regressive model: an MLP from the `dim_arm` context values to (mu, log_scale).
+
+    Works on the columns of a (dim_arm, N) matrix: one column per latent position. This
+    channels-first layout makes every layer one (out, in) x (in, N) matrix product, the
+    fastest layout measured on CPU.
+    """
+
+    def __init__(self, dim_arm: int, layers: Sequence[Layer]) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        c_in = dim_arm
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            w = torch.empty(layer.out_channels, c_in)
+            if last or layer.residual:
+                # The output layer starts at (mu, log_scale) = (0, 0); a residual layer
+                # starts as the identity. Both are the usual Cool-chic initialisation.
+                nn.init.zeros_(w)
+            else:
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(layer.out_channels)))
+            c_in = layer.out_channels
+
+    def forward(self, ctx: Tensor) -> tuple[Tensor, Tensor]:
+        x = ctx
+        for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
+            y = torch.addmm(b.unsqueeze(1), w, x)
+            if layer.residual:
+                y = y + x
+            x = activate(y, layer.activation, inplace=True)
+        return x[0], x[1]
+
+
+def fold_taps(taps: Tensor) -> tuple[Tensor, int]:
+    """Even- and odd-phase 1-D kernels of the folded filter (spec 6), shape (2, 2L+1).
+
+    Output 2j sits at input coordinate j - 1/4 and output 2j+1 at j + 1/4; tap k weighs
+    the input at distance (2k+1)/4, i.e. at offset m (from j) given by the spec's table.
+    """
+    n_taps = taps.shape[0]
+    half = n_taps // 2
+    even_idx, odd_idx = [], []
+    for k in range(n_taps):
+        m_even = (k >> 1) if k % 2 == 0 else -((k + 1) >> 1)
+        m_odd = -(k >> 1) if k % 2 == 0 else (k + 1) >> 1
+        even_idx.append(m_even + half)
+        odd_idx.append(m_odd + half)
+    kernel = taps.new_zeros(2, 2 * half + 1)
+    kernel = kernel.index_put((torch.zeros(n_taps, dtype=torch.long), torch.tensor(even_idx)), taps)
+    kernel = kernel.index_put((torch.ones(n_taps, dtype=torch.long), torch.tensor(odd_idx)), taps)
+    return kernel, half
+
+
+def default_taps(n_taps: int) -> Tensor:
+    """Bicubic (a = -0.75) folded taps at distances 1/4, 3/4, ...; bilinear when T < 4."""
+    if n_taps < 4:
+        taps = [0.75, 0.25] + [0.0] * max(0, n_taps - 2)
+        return torch.tensor(taps[:n_taps] if n_taps >= 2 else [1.0])
+    a = -0.75
+
+    def cubic(d: float) -> float:
+        if d <= 1:
+            return (a + 2) * d**3 - (a + 3) * d**2 + 1
+        if d < 2:
+            return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+        return 0.0
+
+    return torch.tensor([cubic((2 * k + 1) / 4) for k in range(n_taps)])
+
+
+class _UpsamplePass(torch.autograd.Function):
+    """One 1-D pass of spec 6 on (C, h, w): vertical (along h) or horizontal (along w).
+
+    Forward: replicate padding, then one convolution with two output channels (the even
+    and the odd output phase), interleaved. The backward is written out because Torch's
+    generic convolution backward is slow on CPU for these shapes (one input channel,
+    a 1-D kernel): 3x slower than this version, measured on a 768x512 picture.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: Tensor, n_out: int, vertical: bool) -> Tensor:  # type: ignore[override]
+        c, h, w = x.shape
+        k = kernel.shape[1]
+        half = k // 2
+        if vertical:
+            xp = replicate_pad(x, half, 0)
+            y = F.conv2d(xp.unsqueeze(1), kernel.view(2, 1, k, 1))  # (C, 2, h, w)
+            out = y.permute(0, 2, 1, 3).reshape(c, 2 * h, w)[:, :n_out]
+        else:
+            xp = replicate_pad(x, 0, half)
+            y = F.conv2d(xp.unsqueeze(1), kernel.view(2, 1, 1, k))
+            out = y.permute(0, 2, 3, 1).reshape(c, h, 2 * w)[:, :, :n_out]
+        ctx.save_for_backward(xp, kernel)
+        ctx.vertical = vertical
+        ctx.shape = (c, h, w)
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        xp, kernel = ctx.saved_tensors
+        c, h, w = ctx.shape
+        k = kernel.shape[1]
+        half = k // 2
+        vertical = ctx.vertical
+        # Phase-split gradient g2 (C, 2, h, w); a cropped last output gets gradient 0.
+        if vertical:
+            if grad.shape[1] < 2 * h:
+                grad = F.pad(grad, (0, 0, 0, 2 * h - grad.shape[1]))
+            g2 = grad.reshape(c, h, 2, w).permute(0, 2, 1, 3)
+        else:
+            if grad.shape[2] < 2 * w:
+                grad = F.pad(grad, (0, 2 * w - grad.shape[2]))
+            g2 = grad.reshape(c, h, w, 2).permute(0, 3, 1, 2)
+        g2 = g2.contiguous()
+        grad_kernel = None
+        if ctx.needs_input_grad[1]:
+            # d out / d kernel[p, i] = input window i of phase p: 2K dot products.
+            rows = []
+            for p in range(2):
+                gp = g2[:, p]
+                if vertical:
+                    rows.append(torch.stack([(gp * xp[:, i : i + h]).sum() for i in range(k)]))
+                else:
+                    rows.append(torch.stack([(gp * xp[:, :, i : i + w]).sum() for i in range(k)]))
+            grad_kernel = torch.stack(rows)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # Correlation with the flipped kernel = transposed convolution, as a plain
+            # (fast) forward convolution with two input channels.
+            flipped = kernel.flip(1)
+            if vertical:
+                gp = F.pad(g2, (0, 0, k - 1, k - 1))
+                gxp = F.conv2d(gp, flipped.view(1, 2, k, 1))[:, 0]  # (C, h + 2 half, w)
+                grad_x = gxp[:, half : half + h].clone()
+                grad_x[:, 0] += gxp[:, :half].sum(1)
+                grad_x[:, -1] += gxp[:, half + h :].sum(1)
+            else:
+                gp = F.pad(g2, (k - 1, k - 1))
+                gxp = F.conv2d(gp, flipped.view(1, 2, 1, k))[:, 0]
+                grad_x = gxp[:, :, half : half + w].clone()
+                grad_x[:, :, 0] += gxp[:, :, :half].sum(2)
+                grad_x[:, :, -1] += gxp[:, :, half + w :].sum(2)
+        return grad_x, grad_kernel, None, None
+
+
+class Upsampling(nn.Module):
+    """The learned 2x upsampling of spec 6, shared by all grids and both directions."""
+
+    def __init__(self, n_taps: int) -> None:
+        super().__init__()
+        self.taps = nn.Parameter(default_taps(n_taps).float())
+
+    def forward(self, grids: Sequence[Tensor], sizes: Sequence[tuple[int, int]]) -> Tensor:
+        """Dense latent (N, H, W) from grids g = 0..N-1 of sizes `sizes`.
+
+        Each channel is upsampled on its own with the same filter, so the per-grid
+        cascade of spec 6 is computed level by level on a growing channel stack.
+        """
+        kernel, half = fold_taps(self.taps)
+        n = len(grids)
+        x = grids[n - 1].unsqueeze(0)
+        for level in range(n - 1, 0, -1):
+            h_out, w_out = sizes[level - 1]
+            x = _UpsamplePass.apply(x, kernel, h_out, True)
+            x = _UpsamplePass.apply(x, kernel, w_out, False)
+            x = torch.cat([grids[level - 1].unsqueeze(0), x], dim=0)
+        return x
+
+
+class Synthesis(nn.Module):
+    """Convolution stack of spec 7 with replicate padding, on (C, H, W) tensors."""
+
+    def __init__(self, n_inputs: int, layers: Sequence[Layer]) -> None:
+        super().__init__()
+        self.layers = list(layers)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        c_in = n_inputs
+        for layer in self.layers:
+            k = layer.kernel
+            w = torch.empty(layer.out_channels, c_in, k, k)
+            b = torch.zeros(layer.out_channels)
+            if layer.residual:
+                nn.init.zeros_(w)  # residual layers start as the identity
+            else:
+                # Torch's default conv init, biases included: with all-zero latents at the
+                # start, zero biases would leave every relu at exactly 0, where no
+                # gradient flows back to the latents.
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+                bound = 1.0 / math.sqrt(c_in * k * k)
+                nn.init.uniform_(b, -bound, bound)
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(b))
+            c_in = layer.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(C_out, H, W) from the dense latent (N, H, W)."""
+        c, h, w_ = x.shape
+        for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
+            k = layer.kernel
+            if k == 1:
+                # A 1x1 convolution is one matrix product on (C, H*W): faster than conv2d.
+                y = torch.addmm(b.unsqueeze(1), w.flatten(1), x.reshape(x.shape[0], h * w_))
+                y = y.view(-1, h, w_)
+            else:
+                y = F.conv2d(replicate_pad(x, k // 2, k // 2).unsqueeze(0), w, b)[0]
+            if layer.residual:
+                y = y + x
+            x = activate(y, layer.activation, inplace=True)
+        return x
+
+
+# ----------------------------------------------------------------------------- rate
+
+
+def laplace_bits(value: Tensor, mu: Tensor, log_scale: Tensor) -> Tensor:
+    """-log2 of the Laplace(mu, e^log_scale) mass of [value - 1/2, value + 1/2], per element.
+
+    Clamps as spec 5.4 does, and caps the cost at 24 bits (the integer table gives every
+    symbol at least 1 / 2^24).
+    """
+    mu = mu.clamp(-MU_LIMIT, MU_LIMIT)
+    inv_scale = torch.exp(-log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+    u = (value - mu).abs()
+    # Each branch sees u clamped to its own domain: torch.where would otherwise propagate
+    # the NaN / inf gradients of the branch it discards.
+    u_far = u.clamp_min(0.5)
+    u_near = u.clamp_max(0.5)
+    # |v - mu| >= 1/2: both bin ends on one side of mu, mass = e^{-(u-1/2)/b} (1 - e^{-1/b}) / 2.
+    log_far = -math.log(2.0) - (u_far - 0.5) * inv_scale + torch.log(-torch.expm1(-inv_scale))
+    # |v - mu| < 1/2: the bin contains mu, mass = 1 - (e^{-(1/2-u)/b} + e^{-(1/2+u)/b}) / 2.
+    near = -0.5 * (
+        torch.expm1(-(0.5 - u_near) * inv_scale) + torch.expm1(-(0.5 + u_near) * inv_scale)
+    )
+    log_near = torch.log(near.clamp_min(1e-30))
+    log_p = torch.where(u >= 0.5, log_far, log_near)
+    return (-log_p / math.log(2.0)).clamp_max(MAX_BITS_PER_LATENT)
+
+
+class _Contexts(torch.autograd.Function):
+    """(dim_arm, sum of h_g w_g) causal contexts of all grids, zeros outside (spec 5.2).
+
+    Column i of grid g's block is position i (raster order) of grid g. Autograd through
+    `dim_arm` slices of a padded grid is slow on CPU (each slice's backward allocates a
+    zero-filled grid); this backward accumulates the shifted gradients in one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, n_ctx_rowcol: int, *grids: Tensor) -> Tensor:  # type: ignore[override]
+        r = n_ctx_rowcol
+        offsets = context_offsets(r)
+        ctx.n_ctx_rowcol = r
+        ctx.shapes = [tuple(y.shape) for y in grids]
+        total = sum(y.numel() for y in grids)
+        out = grids[0].new_empty(len(offsets), total)
+        start = 0
+        for y in grids:
+            h, w = y.shape
+            padded = F.pad(y, (r, r, r, 0))  # left, right, top; nothing below is causal
+            block = out[:, start : start + h * w].view(len(offsets), h, w)
+            for j, (dy, dx) in enumerate(offsets):
+                block[j].copy_(padded[r + dy : r + dy + h, r + dx : r + dx + w])
+            start += h * w
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        r = ctx.n_ctx_rowcol
+        offsets = context_offsets(r)
+        grads: list[Tensor | None] = [None]
+        start = 0
+        for h, w in ctx.shapes:
+            block = grad[:, start : start + h * w].reshape(len(offsets), h, w)
+            acc = grad.new_zeros(h + r, w + 2 * r)
+            for j, (dy, dx) in enumerate(offsets):
+                acc[r + dy : r + dy + h, r + dx : r + dx + w] += block[j]
+            grads.append(acc[r:, r : r + w].contiguous())
+            start += h * w
+        return tuple(grads)
+
+
+def arm_contexts(grids: Sequence[Tensor], n_ctx_rowcol: int) -> Tensor:
+    """(dim_arm, sum of h_g w_g) causal contexts of all grids, zeros outside (spec 5.2)."""
+    return _Contexts.apply(n_ctx_rowcol, *grids)
+
+
+def replicate_pad(x: Tensor, rows: int, cols: int) -> Tensor:
+    """Pad the last two dimensions of (C, H, W) x by `rows` / `cols` samples on both sides,
+    repeating the border samples (spec 6 and 7 clip their indexes to the picture)."""
+    if not rows and not cols:
+        return x
+    return F.pad(x.unsqueeze(0), (cols, cols, rows, rows), mode="replicate")[0]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class ForwardOutput:
+    """Result of one forward pass.
+
+    image: (C, H, W) synthesis output in [0, 1] units (not clamped, full resolution).
+    bits: (N,) estimated latent bits per grid.
+    """
+
+    image: Tensor
+    bits: Tensor
+
+
+class CoolChic(nn.Module):
+    """Latent grids + ARM + upsampling + synthesis for one picture of H x W luma samples."""
+
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        color_format: int,
+        arm_layers: Sequence[Layer],
+        syn_layers: Sequence[Layer],
+        n_ctx_rowcol: int,
+        ups_half_taps: int,
+        n_grids: int,
+    ) -> None:
+        super().__init__()
+        self.height, self.width = height, width
+        self.color_format = color_format
+        self.n_ctx_rowcol = n_ctx_rowcol
+        self.sizes = grid_sizes(height, width, n_grids)
+        self.latents = nn.ParameterList([nn.Parameter(torch.zeros(h, w)) for h, w in self.sizes])
+        self.arm = Arm(len(context_offsets(n_ctx_rowcol)), arm_layers)
+        self.upsampling = Upsampling(ups_half_taps)
+        self.synthesis = Synthesis(n_grids, syn_layers)
+
+    @property
+    def n_grids(self) -> int:
+        return len(self.sizes)
+
+    def quantized_latents(self, quantizer: Quantizer) -> list[Tensor]:
+        return [quantizer(latent) for latent in self.latents]
+
+    def rate(self, latents: Sequence[Tensor]) -> Tensor:
+        """Estimated bits of each grid, (N,), the ARM run on all positions at once."""
+        ctx = arm_contexts(latents, self.n_ctx_rowcol)
+        values = torch.cat([y.reshape(-1) for y in latents])
+        mu, log_scale = self.arm(ctx)
+        bits = laplace_bits(values, mu, log_scale)
+        counts = [y.numel() for y in latents]
+        return torch.stack([part.sum() for part in torch.split(bits, counts)])
+
+    def decode(self, latents: Sequence[Tensor]) -> Tensor:
+        """Synthesis output (C, H, W) in [0, 1] units from (quantized) latents."""
+        dense = self.upsampling(latents, self.sizes)
+        return self.synthesis(dense)
+
+    def forward(self, quantizer: Quantizer) -> ForwardOutput:
+        latents = self.quantized_latents(quantizer)
+        return ForwardOutput(image=self.decode(latents), bits=self.rate(latents))
+
+    def to_planes(self, image: Tensor, clamp: bool = True) -> list[Tensor]:
+        """Output planes in [0, 1] units: 4:2:0 chroma are 2x2 averages, then every value
+        is clamped to [0, 1] (spec 8), unless clamp is False."""
+        planes = list(image)
+        if self.color_format == COLOR_YUV420:
+            planes = [planes[0], subsample_420(planes[1]), subsample_420(planes[2])]
+        return [p.clamp(0.0, 1.0) for p in planes] if clamp else planes
+
+
+def subsample_420(plane: Tensor) -> Tensor:
+    """2x2 average with the last row / column repeated when H or W is odd (spec 8.1)."""
+    h, w = plane.shape
+    if h % 2:
+        plane = torch.cat([plane, plane[-1:]], dim=0)
+    if w % 2:
+        plane = torch.cat([plane, plane[:, -1:]], dim=1)
+    return F.avg_pool2d(plane[None, None], 2)[0, 0]

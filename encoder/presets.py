@@ -1,0 +1,317 @@
+"""Encoding presets (training schedules) and decoder operating points (architectures).
+
+A *preset* says how long and how carefully the encoder trains; an *operating point*
+(`--op`) says how many multiplications per decoded pixel the decoder will spend. They
+are independent: any preset works with any operating point.
+
+Training follows C3 (Kim et al., 2024) as Cool-chic does: an optional warm-up that
+trains a few candidates briefly and keeps the best, phase 1 with soft-rounded latents
+plus Kumaraswamy noise (temperature and noise annealed, cosine learning-rate decay),
+phase 2 with straight-through hard rounding and a small, decaying learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .bitstream import LayerDesc, context_size, grid_shape, parse_layers
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A training schedule. Iteration counts are full passes over the picture."""
+
+    name: str
+    phase1_itr: int  # soft rounding + noise
+    phase2_itr: int  # straight-through hard rounding
+    warmup_candidates: int = 1  # candidates trained for `warmup_itr` before phase 1
+    warmup_itr: int = 0
+    start_lr: float = 1e-2
+    phase2_lr: float = 1e-4
+    eval_every: int = 100  # iterations between evaluations with hard rounding
+    quant_search: str = "exact"  # "exact" (integer model) or "fast" (float proxy + check)
+    description: str = ""
+
+    @property
+    def total_itr(self) -> int:
+        return self.warmup_candidates * self.warmup_itr + self.phase1_itr + self.phase2_itr
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "instant",
+            phase1_itr=130,
+            phase2_itr=20,
+            start_lr=2e-2,
+            phase2_lr=1e-4,
+            eval_every=50,
+            quant_search="fast",
+            description="about a minute for 768x512 on 2 CPU cores; a preview",
+        ),
+        Preset("faster", phase1_itr=500, phase2_itr=60, start_lr=2e-2, eval_every=100),
+        Preset(
+            "fast",
+            phase1_itr=1500,
+            phase2_itr=150,
+            warmup_candidates=2,
+            warmup_itr=100,
+            start_lr=1.5e-2,
+        ),
+        Preset(
+            "medium",
+            phase1_itr=4000,
+            phase2_itr=300,
+            warmup_candidates=3,
+            warmup_itr=200,
+        ),
+        Preset(
+            "slow",
+            phase1_itr=10000,
+            phase2_itr=1000,
+            warmup_candidates=4,
+            warmup_itr=400,
+            eval_every=200,
+        ),
+        Preset(
+            "placebo",
+            phase1_itr=30000,
+            phase2_itr=1500,
+            warmup_candidates=5,
+            warmup_itr=400,
+            eval_every=500,
+        ),
+    )
+}
+
+DEFAULT_PRESET = "medium"
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A named decoder architecture. `X` in a layer string is the number of channels."""
+
+    name: str
+    layers_arm: str
+    layers_synthesis: str
+    n_ctx_rowcol: int
+    ups_half_taps: int = 4
+    n_grids: int = 7
+
+
+OPERATING_POINTS: dict[str, OperatingPoint] = {
+    op.name: op
+    for op in (
+        OperatingPoint(
+            "500",
+            layers_arm="12-1-linear-relu,2-1-linear-none",
+            layers_synthesis="12-1-linear-relu,X-1-linear-none,X-3-residual-none",
+            n_ctx_rowcol=2,
+        ),
+        OperatingPoint(
+            "1000",
+            layers_arm="16-1-linear-relu,16-1-linear-relu,2-1-linear-none",
+            layers_synthesis="16-1-linear-relu,X-1-linear-none,X-3-residual-relu,X-3-residual-none",
+            n_ctx_rowcol=2,
+        ),
+        OperatingPoint(
+            "2000",
+            layers_arm="24-1-linear-relu,24-1-linear-relu,2-1-linear-none",
+            layers_synthesis="16-1-linear-relu,X-1-linear-none,X-3-residual-relu,X-3-residual-none",
+            n_ctx_rowcol=3,
+        ),
+        OperatingPoint(
+            "3000",
+            layers_arm="24-1-linear-relu,24-1-linear-relu,24-1-linear-relu,2-1-linear-none",
+            layers_synthesis="48-1-linear-relu,X-1-linear-none,X-3-residual-relu,X-3-residual-none",
+            n_ctx_rowcol=3,
+        ),
+    )
+}
+
+DEFAULT_OP = "1000"
+
+
+@dataclass
+class Architecture:
+    """Everything the header says about the decoder's networks."""
+
+    arm_layers: list[LayerDesc]
+    syn_layers: list[LayerDesc]
+    n_ctx_rowcol: int
+    ups_half_taps: int
+    n_grids: int
+
+    @property
+    def dim_arm(self) -> int:
+        return context_size(self.n_ctx_rowcol)
+
+    def describe(self) -> str:
+        arm = ",".join(layer.describe() for layer in self.arm_layers)
+        syn = ",".join(layer.describe() for layer in self.syn_layers)
+        return (
+            f"arm={arm} ctx={self.n_ctx_rowcol} synthesis={syn} "
+            f"ups_taps={2 * self.ups_half_taps} grids={self.n_grids}"
+        )
+
+
+def parse_arm_layers(text: str) -> list[LayerDesc]:
+    """ARM layers: spec text (`24-1-linear-relu,...,2-1-linear-none`) or Cool-chic's
+    `<width>,<hidden layers>` shorthand (e.g. `24,2`: two relu layers of 24, then 2 outputs)."""
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        width, hidden = int(parts[0]), int(parts[1])
+        layers = [LayerDesc(width, 1, False, "relu") for _ in range(hidden)]
+        return layers + [LayerDesc(2, 1, False, "none")]
+    layers = parse_layers(text)
+    for layer in layers:
+        if layer.kernel != 1:
+            raise ValueError(
+                f"ARM layer {layer.describe()!r}: the ARM is fully connected, kernel 1"
+            )
+    return layers
+
+
+def parse_synthesis_layers(text: str, n_channels: int) -> list[LayerDesc]:
+    """Synthesis layers in spec text; `X` as an output width means the picture's channels."""
+    items = []
+    for item in text.split(","):
+        head, _, rest = item.strip().partition("-")
+        items.append(f"{n_channels if head.upper() == 'X' else head}-{rest}")
+    return parse_layers(",".join(items))
+
+
+def upsampled_samples(height: int, width: int, n_grids: int) -> int:
+    """Samples produced by all 1-D upsampling passes (spec 3.4, informative MAC count)."""
+    total = 0
+    for level in range(1, n_grids):
+        for step in range(level, 0, -1):
+            _, w_in = grid_shape(height, width, step)
+            h_out, w_out = grid_shape(height, width, step - 1)
+            total += h_out * w_in + h_out * w_out
+    return total
+
+
+def mac_per_pixel(
+    arch: Architecture, height: int, width: int, coded_grids: list[bool] | None = None
+) -> dict[str, float]:
+    """Decoder multiplications per pixel as spec 3.4 counts them (informative).
+
+    `coded_grids[g]` is False for a constant grid (no ARM work); default all True.
+    """
+    pixels = height * width
+    coded_grids = coded_grids or [True] * arch.n_grids
+    c_in, mac_arm = arch.dim_arm, 0
+    for layer in arch.arm_layers:
+        mac_arm += c_in * layer.out_channels
+        c_in = layer.out_channels
+    c_in, mac_syn = arch.n_grids, 0
+    for layer in arch.syn_layers:
+        mac_syn += layer.kernel * layer.kernel * c_in * layer.out_channels
+        c_in = layer.out_channels
+    positions = sum(
+        h * w
+        for g, (h, w) in enumerate(grid_shape(height, width, g) for g in range(arch.n_grids))
+        if coded_grids[g]
+    )
+    mac = {
+        "arm": mac_arm * positions / pixels,
+        "upsampling": arch.ups_half_taps * upsampled_samples(height, width, arch.n_grids) / pixels,
+        "synthesis": float(mac_syn),
+    }
+    mac["total"] = sum(mac.values())
+    return mac
+
+
+@dataclass
+class EncoderConfig:
+    """All encoder options. `None` fields take the preset's / operating point's value."""
+
+    lmbda: float = 1e-3
+    preset: str = DEFAULT_PRESET
+    op: str = DEFAULT_OP
+    start_lr: float | None = None
+    layers_synthesis: str | None = None
+    layers_arm: str | None = None
+    n_ctx_rowcol: int | None = None
+    upsampling_kernel_size: int | None = None  # 2T
+    n_grids: int | None = None
+    n_itr: int | None = None  # phase-1 iterations
+    n_train_loops: int = 1
+    seed: int = 0
+    device: str = "auto"
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def resolve_preset(self) -> Preset:
+        """The preset with `start_lr` / `n_itr` overrides applied."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
+        preset = PRESETS[self.preset]
+        if self.start_lr is not None:
+            preset = replace(preset, start_lr=self.start_lr)
+        if self.n_itr is not None:
+            # Keep the preset's proportions: phase 2 about a tenth of phase 1.
+            preset = replace(
+                preset,
+                phase1_itr=self.n_itr,
+                phase2_itr=max(1, min(preset.phase2_itr, self.n_itr // 8)),
+            )
+        return preset
+
+    def resolve_architecture(self, n_channels: int) -> Architecture:
+        """The operating point's architecture with the explicit overrides applied."""
+        if self.op not in OPERATING_POINTS:
+            raise ValueError(
+                f"unknown operating point {self.op!r} (choose from {', '.join(OPERATING_POINTS)})"
+            )
+        op = OPERATING_POINTS[self.op]
+        n_taps = op.ups_half_taps
+        if self.upsampling_kernel_size is not None:
+            size = self.upsampling_kernel_size
+            if size % 2 or not 2 <= size <= 16:
+                raise ValueError(f"upsampling kernel size {size}: must be even, 2..16")
+            n_taps = size // 2
+        arch = Architecture(
+            arm_layers=parse_arm_layers(self.layers_arm or op.layers_arm),
+            syn_layers=parse_synthesis_layers(
+                self.layers_synthesis or op.layers_synthesis, n_channels
+            ),
+            n_ctx_rowcol=self.n_ctx_rowcol or op.n_ctx_rowcol,
+            ups_half_taps=n_taps,
+            n_grids=self.n_grids or op.n_grids,
+        )
+        check_architecture(arch, n_channels)
+        return arch
+
+
+def check_architecture(arch: Architecture, n_channels: int) -> None:
+    """Raise ValueError, with a one-line message, if the header could not code `arch`."""
+    if not 1 <= arch.n_ctx_rowcol <= 3:
+        raise ValueError(f"n_ctx_rowcol {arch.n_ctx_rowcol}: must be 1, 2 or 3")
+    if not 1 <= arch.n_grids <= 7:
+        raise ValueError(f"n_grids {arch.n_grids}: must be 1..7")
+    if not 1 <= len(arch.arm_layers) <= 5:
+        raise ValueError(f"{len(arch.arm_layers)} ARM layers: must be 1..5")
+    if not 1 <= len(arch.syn_layers) <= 8:
+        raise ValueError(f"{len(arch.syn_layers)} synthesis layers: must be 1..8")
+    if arch.arm_layers[-1].out_channels != 2:
+        raise ValueError("the last ARM layer must have 2 outputs (mu, log_scale)")
+    if arch.syn_layers[-1].out_channels != n_channels:
+        raise ValueError(f"the last synthesis layer must have {n_channels} outputs (use X)")
+    for what, layers, c_in, kernels, limit in (
+        ("ARM", arch.arm_layers, arch.dim_arm, (1,), 8192),
+        ("synthesis", arch.syn_layers, arch.n_grids, (1, 3, 5, 7), 16384),
+    ):
+        mac = 0
+        for layer in layers:
+            if not 1 <= layer.out_channels <= 64:
+                raise ValueError(f"{what} layer {layer.describe()}: width must be 1..64")
+            if layer.kernel not in kernels:
+                raise ValueError(f"{what} layer {layer.describe()}: kernel must be in {kernels}")
+            if layer.residual and layer.out_channels != c_in:
+                raise ValueError(f"{what} layer {layer.describe()}: residual needs {c_in} outputs")
+            mac += layer.kernel**2 * c_in * layer.out_channels
+            c_in = layer.out_channels
+        if mac > limit:
+            raise ValueError(f"{what} needs {mac} MAC per position, the spec allows {limit}")

@@ -1,0 +1,402 @@
+"""Training: overfit a `CoolChic` model to one picture by minimising D + lambda * R.
+
+D is the mean squared error over all output samples (all planes, 4:2:0 chroma at their
+own resolution), in the picture's colour space and bit depth, with samples normalised
+to [0, 1] (1.0 = 2^bit_depth - 1). R is the estimated latent rate in bits per pixel
+(bits / (W * H)), from the model's Laplace probabilities.
+
+The schedule follows C3 (Kim et al., 2024):
+
+- warm-up (optional): a few candidates with different initialisations are trained
+  briefly; the best one (by the loss with hard-rounded latents) goes on;
+- phase 1: latents pass through softround(softround(y, t) + noise, t); the temperature
+  t goes linearly from 0.3 to 0.1, the Kumaraswamy noise parameter from 2 (peaked) to 1
+  (uniform), and the learning rate follows a cosine decay from `start_lr` to 0;
+- phase 2: hard rounding in the forward pass, straight-through gradient, small
+  learning rate with cosine decay.
+
+Both phases evaluate the model with hard-rounded latents every `eval_every`
+iterations and end with the best model seen. Schedules are functions of the iteration
+index, so a checkpoint only needs the model, the optimiser and the RNG state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .model import CoolChic, Quantizer, activate
+from .presets import Architecture, Preset
+
+TEMPERATURE = (0.3, 0.1)  # phase-1 softround temperature, start -> end
+NOISE = (2.0, 1.0)  # phase-1 Kumaraswamy parameter a, start -> end (1 = uniform)
+WARMUP_TEMPERATURE = 0.3
+WARMUP_NOISE = 2.0
+STE_TEMPERATURE = 1e-4  # phase 2: softround gradient of a nearly hard rounding (Cool-chic)
+
+
+@dataclass
+class Metrics:
+    """Loss terms of one evaluation. mse over all samples in [0, 1] units; bpp = bits/(W*H)."""
+
+    loss: float
+    mse: float
+    bpp: float
+
+    @property
+    def psnr(self) -> float:
+        return 10.0 * math.log10(1.0 / self.mse) if self.mse > 0 else math.inf
+
+
+@dataclass
+class Progress:
+    """What the progress callback receives after each iteration."""
+
+    stage: str  # "warmup k/n", "phase 1", "phase 2"
+    itr: int  # iterations done so far, all stages together
+    total: int  # iterations planned, all stages together
+    loss: float  # training loss of this iteration
+    bpp: float  # estimated rate of this iteration
+    psnr: float  # PSNR of this iteration's (noisy) output, dB
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cpu' / 'cuda' as asked."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r} (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+def build_model(arch: Architecture, height: int, width: int, color_format: int) -> CoolChic:
+    return CoolChic(
+        height,
+        width,
+        color_format,
+        arch.arm_layers,
+        arch.syn_layers,
+        arch.n_ctx_rowcol,
+        arch.ups_half_taps,
+        arch.n_grids,
+    )
+
+
+@torch.no_grad()
+def init_output_mean(model: CoolChic, means: torch.Tensor) -> None:
+    """Make the initial output (all-zero latents) equal to the mean of each plane.
+
+    The bias of the last non-residual synthesis layer is shifted so that its output has
+    these means; the residual layers after it start as identities (zero weights). This
+    starts the training from a mean-grey picture instead of black, and, more important,
+    keeps the relus of residual layers such as `X-3-residual-relu` active: fed a
+    negative input they output 0 everywhere, pass no gradient, and the latents would
+    never be learnt.
+    """
+    syn = model.synthesis
+    last = max(i for i, layer in enumerate(syn.layers) if not layer.residual or i == 0)
+    if syn.layers[last].out_channels != means.numel():
+        return  # a hidden layer: leave the default initialisation
+    x = torch.zeros(model.n_grids, 1, 1)
+    for i, (layer, w, b) in enumerate(zip(syn.layers, syn.weights, syn.biases, strict=True)):
+        # On a constant input a k x k convolution with replicate padding acts as 1x1.
+        y = torch.einsum("oikl,ihw->ohw", w, x) + b.view(-1, 1, 1)
+        if i == last:
+            b += means.to(b) - y.view(-1)
+            y = means.to(b).view(-1, 1, 1)
+        elif layer.residual:
+            y = y + x
+        x = activate(y, layer.activation) if i != last else y
+
+
+def distortion(
+    model: CoolChic, image: torch.Tensor, targets: list[torch.Tensor], clamp: bool = True
+) -> torch.Tensor:
+    """Mean squared error over all samples of all planes, [0, 1] units.
+
+    clamp=False (training) skips the final clamp to [0, 1] that the decoder applies: a
+    clamped loss has no gradient outside [0, 1], and an output that drifts out
+    entirely (e.g. after a large early step) would never come back.
+    """
+    planes = model.to_planes(image, clamp=clamp)
+    total = sum(((p - t) ** 2).sum() for p, t in zip(planes, targets, strict=True))
+    return total / sum(t.numel() for t in targets)
+
+
+def loss_terms(
+    model: CoolChic, targets: list[torch.Tensor], lmbda: float, quantizer: Quantizer
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, mse, bpp) tensors of one forward pass."""
+    out = model(quantizer)
+    mse = distortion(model, out.image, targets, clamp=not torch.is_grad_enabled())
+    bpp = out.bits.sum() / (model.height * model.width)
+    return mse + lmbda * bpp, mse, bpp
+
+
+@torch.no_grad()
+def evaluate(model: CoolChic, targets: list[torch.Tensor], lmbda: float) -> Metrics:
+    """Loss with hard-rounded latents (what the decoder will see, up to weight quantization)."""
+    loss, mse, bpp = loss_terms(model, targets, lmbda, Quantizer(mode="round"))
+    return Metrics(float(loss), float(mse), float(bpp))
+
+
+def _cosine(lr: float, itr: int, total: int) -> float:
+    return 0.5 * lr * (1.0 + math.cos(math.pi * min(itr, total) / max(total, 1)))
+
+
+def _linear(start_end: tuple[float, float], itr: int, total: int) -> float:
+    a, b = start_end
+    return a + (b - a) * min(itr, total) / max(total, 1)
+
+
+@contextlib.contextmanager
+def cpu_allocator_tuned(device: torch.device) -> Iterator[None]:
+    """Keep freed memory in glibc's heap while training on CPU.
+
+    Activations of a 768x512 picture are tens of MB each. By default glibc serves them
+    with mmap and unmaps them when freed, so every iteration page-faults hundreds of MB
+    of fresh zeroed pages; measured on 2 cores this cost 40% of the iteration time.
+    Disabling mmap and heap trimming for the duration of the training avoids it. The
+    defaults are restored (and the heap trimmed) afterwards.
+    """
+    libc = None
+    if device.type == "cpu" and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_max = -1, -4
+            libc.mallopt(m_mmap_max, 0)
+            libc.mallopt(m_trim_threshold, 1 << 30)
+        except (OSError, AttributeError):
+            libc = None
+    try:
+        yield
+    finally:
+        if libc is not None:
+            libc.mallopt(-4, 65536)  # glibc's default M_MMAP_MAX
+            libc.mallopt(-1, 128 * 1024)  # glibc's default M_TRIM_THRESHOLD
+            libc.malloc_trim(0)
+
+
+@dataclass
+class _Stage:
+    name: str
+    n_itr: int
+    lr: float
+    kind: str  # "warmup" | "phase1" | "phase2"
+
+
+class Trainer:
+    """Runs the schedule of a preset on one model; resumable through `state_dict`."""
+
+    def __init__(
+        self,
+        arch: Architecture,
+        targets: list[torch.Tensor],
+        picture_size: tuple[int, int],
+        color_format: int,
+        lmbda: float,
+        preset: Preset,
+        seed: int,
+        device: torch.device,
+        progress: ProgressFn | None = None,
+        checkpoint: Callable[[dict], None] | None = None,
+        noise: str = "kumaraswamy",
+    ) -> None:
+        self.arch = arch
+        self.targets = targets
+        self.height, self.width = picture_size
+        self.color_format = color_format
+        self.lmbda = lmbda
+        self.preset = preset
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+        self.checkpoint = checkpoint
+        self.noise = noise
+        self.itr_done = 0
+        self.total = preset.total_itr
+        self.stage_index = 0
+        self.stage_itr = 0
+        self.model: CoolChic | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.best_state: dict | None = None
+        self.best_loss = math.inf
+        self.log: list[dict] = []
+
+    # -- stages -----------------------------------------------------------------------
+
+    def _stages(self) -> list[_Stage]:
+        p = self.preset
+        stages = []
+        if p.warmup_candidates > 1 and p.warmup_itr > 0:
+            stages.append(_Stage("warm-up", p.warmup_itr, p.start_lr, "warmup"))
+        stages.append(_Stage("phase 1", p.phase1_itr, p.start_lr, "phase1"))
+        if p.phase2_itr > 0:
+            stages.append(_Stage("phase 2", p.phase2_itr, p.phase2_lr, "phase2"))
+        return stages
+
+    def _new_model(self, seed: int) -> CoolChic:
+        torch.manual_seed(seed)
+        model = build_model(self.arch, self.height, self.width, self.color_format)
+        init_output_mean(model, torch.stack([t.mean() for t in self.targets]).cpu())
+        return model.to(self.device)
+
+    def _quantizer(self, stage: _Stage, itr: int) -> Quantizer:
+        if stage.kind == "warmup":
+            return Quantizer("softround", WARMUP_TEMPERATURE, self.noise, WARMUP_NOISE)
+        if stage.kind == "phase1":
+            t = _linear(TEMPERATURE, itr, stage.n_itr)
+            a = _linear(NOISE, itr, stage.n_itr) if self.noise == "kumaraswamy" else 1.0
+            return Quantizer("softround", t, self.noise, a)
+        return Quantizer("ste", STE_TEMPERATURE)
+
+    def _lr(self, stage: _Stage, itr: int) -> float:
+        if stage.kind == "warmup":
+            return stage.lr  # constant, as in Cool-chic's warm-up
+        return _cosine(stage.lr, itr, stage.n_itr)
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self) -> CoolChic:
+        """Train to the end of the schedule; return the best model (hard-rounding loss)."""
+        stages = self._stages()
+        with cpu_allocator_tuned(self.device):
+            while self.stage_index < len(stages):
+                stage = stages[self.stage_index]
+                if stage.kind == "warmup":
+                    self._warmup(stage)
+                else:
+                    self._train_stage(stage)
+                self.stage_index += 1
+                self.stage_itr = 0
+                self._save_checkpoint()
+        assert self.model is not None
+        return self.model
+
+    def _warmup(self, stage: _Stage) -> None:
+        """Train each candidate for stage.n_itr iterations; keep the best one."""
+        best, best_loss = None, math.inf
+        n = self.preset.warmup_candidates
+        for k in range(n):
+            model = self._new_model(self.seed * 1000 + k)
+            optimizer = torch.optim.Adam(model.parameters(), lr=stage.lr)
+            for itr in range(stage.n_itr):
+                self._step(model, optimizer, stage, itr, f"warm-up {k + 1}/{n}")
+            metrics = evaluate(model, self.targets, self.lmbda)
+            self.log.append(
+                {"stage": f"warm-up {k + 1}/{n}", "itr": self.itr_done, **asdict(metrics)}
+            )
+            if metrics.loss < best_loss:
+                best, best_loss = model, metrics.loss
+        self.model = best
+        self.optimizer = None
+
+    def _train_stage(self, stage: _Stage) -> None:
+        if self.model is None:
+            self.model = self._new_model(self.seed * 1000)
+        if self.optimizer is None or self.stage_itr == 0:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr)
+            self.best_state, self.best_loss = None, math.inf
+        model, optimizer = self.model, self.optimizer
+        every = max(1, self.preset.eval_every)
+        while self.stage_itr < stage.n_itr:
+            self._step(model, optimizer, stage, self.stage_itr, stage.name)
+            self.stage_itr += 1
+            if self.stage_itr % every == 0 or self.stage_itr == stage.n_itr:
+                self._evaluate_and_keep(stage)
+                self._save_checkpoint()
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        self.optimizer = None
+
+    def _evaluate_and_keep(self, stage: _Stage) -> None:
+        assert self.model is not None
+        metrics = evaluate(self.model, self.targets, self.lmbda)
+        self.log.append({"stage": stage.name, "itr": self.itr_done, **asdict(metrics)})
+        if metrics.loss < self.best_loss:
+            self.best_loss = metrics.loss
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _step(
+        self, model: CoolChic, optimizer: torch.optim.Optimizer, stage: _Stage, itr: int, name: str
+    ) -> None:
+        lr = self._lr(stage, itr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        quantizer = self._quantizer(stage, itr)
+        optimizer.zero_grad(set_to_none=True)
+        loss, mse, bpp = loss_terms(model, self.targets, self.lmbda, quantizer)
+        loss.backward()
+        optimizer.step()
+        self.itr_done += 1
+        if self.progress is not None:
+            mse_v = float(mse.detach())
+            self.progress(
+                Progress(
+                    stage=name,
+                    itr=self.itr_done,
+                    total=self.total,
+                    loss=float(loss.detach()),
+                    bpp=float(bpp.detach()),
+                    psnr=10 * math.log10(1 / mse_v) if mse_v > 0 else math.inf,
+                )
+            )
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue: model, optimiser, best model, counters, RNG."""
+        return {
+            "stage_index": self.stage_index,
+            "stage_itr": self.stage_itr,
+            "itr_done": self.itr_done,
+            "model": None if self.model is None else self.model.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "best_state": self.best_state,
+            "best_loss": self.best_loss,
+            "log": self.log,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stage_index = state["stage_index"]
+        self.stage_itr = state["stage_itr"]
+        self.itr_done = state["itr_done"]
+        self.best_state = state["best_state"]
+        self.best_loss = state["best_loss"]
+        self.log = list(state["log"])
+        if state["model"] is not None:
+            self.model = self._new_model(self.seed * 1000)
+            self.model.load_state_dict(state["model"])
+            if state["optimizer"] is not None:
+                self.optimizer = torch.optim.Adam(self.model.parameters())
+                self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def _save_checkpoint(self) -> None:
+        """Called at every evaluation and stage end: a few MB, negligible next to the
+        `eval_every` iterations between two calls."""
+        if self.checkpoint is not None:
+            self.checkpoint(self.state_dict())
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Write a checkpoint atomically (temporary file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
