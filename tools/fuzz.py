@@ -37,7 +37,8 @@ Design:
   larger allocation fails (MemoryError, also inside Numba kernels) and is a
   finding. This bounds every allocation (NumPy, Numba's NRT, Python), touched
   or not. The CLI sample check measures the real peak RSS of a `coolchic-ref
-  decode` subprocess (os.wait4's ru_maxrss) against the same bound.
+  decode` subprocess (its VmHWM at exit) against a 1x1 decode's peak plus the
+  same bound; `measure_decode` measures the peak growth during one decode.
 - Every `--cli-every` seconds the worker runs the `coolchic-ref decode` CLI on a
   recent input in a subprocess (default thread count): exit code 0 with the
   in-process result's exact raw samples, or 2 with one line on stderr; no file
@@ -56,7 +57,6 @@ import argparse
 import contextlib
 import hashlib
 import json
-import math
 import mmap
 import os
 import re
@@ -443,7 +443,7 @@ class Mutator:
         self.rng = rng
         self.corpus = corpus if corpus is not None else []
         self._models: dict[bytes, Model | None] = {}
-        self.byte_ops: list[tuple[str, Callable[[bytes], bytes]], float] = [
+        self.byte_ops: list[tuple[str, Callable[[bytes], bytes], float]] = [
             ("flip_bits", self.flip_bits, 3),
             ("set_bytes", self.set_bytes, 2),
             ("insert_bytes", self.insert_bytes, 1),
@@ -548,7 +548,9 @@ class Mutator:
             write_field(out, by_name["width"], width)
             write_field(out, by_name["height"], min(s.MAX_SIDE, s.MAX_PIXELS // width))
         elif choice == 1 and "weights_bytes" in by_name:
-            write_field(out, by_name["weights_bytes"], _pick(self.rng, (s.MAX_WEIGHTS_BYTES, 1 << 20)))
+            write_field(
+                out, by_name["weights_bytes"], _pick(self.rng, (s.MAX_WEIGHTS_BYTES, 1 << 20))
+            )
         elif choice == 2:
             subs = [f for name, f in by_name.items() if name.endswith("substream_bytes")]
             if subs:
@@ -585,12 +587,18 @@ class Mutator:
             delta = -(end - start)  # empty substream: every symbol decodes to 0
         delta = max(delta, -(end - start))
         out = bytearray(data)
-        write_field(out, sec.length_fields[index], read_field(data, sec.length_fields[index]) + delta)
+        write_field(
+            out, sec.length_fields[index], read_field(data, sec.length_fields[index]) + delta
+        )
         if delta >= 0:
             pos = int(self.rng.integers(start, end + 1)) if self.rng.random() < 0.5 else end
             block = bytes(delta) if self.rng.random() < 0.5 else self.rng.bytes(delta)
             return bytes(out[:pos]) + block + bytes(out[pos:])
-        pos = end + delta if self.rng.random() < 0.6 else int(self.rng.integers(start, end + delta + 1))
+        pos = (
+            end + delta
+            if self.rng.random() < 0.6
+            else int(self.rng.integers(start, end + delta + 1))
+        )
         return bytes(out[:pos]) + bytes(out[pos - delta :])
 
     def section_flip(self, data: bytes) -> bytes:
@@ -622,7 +630,9 @@ class Mutator:
             return self.resize_section(data)
         out = bytearray(data)
         word = int(self.rng.integers((end - start) // 4))
-        value = _pick(self.rng, (0, 1, 0xFFFFFFFF, 0x80000000, 0xFFFFFF, int(self.rng.integers(1 << 32))))
+        value = _pick(
+            self.rng, (0, 1, 0xFFFFFFFF, 0x80000000, 0xFFFFFF, int(self.rng.integers(1 << 32)))
+        )
         struct.pack_into("<I", out, start + 4 * word, value)
         return bytes(out)
 
@@ -633,7 +643,10 @@ class Mutator:
         other = _pick(self.rng, self.corpus)
         a, b = sections(data), sections(other)
         if a is None or b is None or not a.substreams or not b.substreams:
-            return data[: int(self.rng.integers(len(data) + 1))] + other[int(self.rng.integers(len(other) + 1)) :]
+            return (
+                data[: int(self.rng.integers(len(data) + 1))]
+                + other[int(self.rng.integers(len(other) + 1)) :]
+            )
         if a.substreams[-1][1] > len(data) or b.substreams[-1][1] > len(other):
             return data
         out = bytearray(data[: a.weights[1]])
@@ -743,7 +756,9 @@ class Mutator:
         s = m.scalars
         for name in ("width", "height"):
             if self.rng.random() < 0.6:
-                s[name] = int(_pick(self.rng, (1, 2, 3, 5, 16, 17, 33, int(self.rng.integers(1, 65)))))
+                s[name] = int(
+                    _pick(self.rng, (1, 2, 3, 5, 16, 17, 33, int(self.rng.integers(1, 65))))
+                )
         if self.rng.random() < 0.7:
             m.substreams = [b""] * len(m.grids)
 
@@ -966,7 +981,10 @@ SUBSTREAM_MESSAGES = ("invalid substream start", "substream size mismatch")
 # (spec 9): two synthesis stages of at most C_max channels, the dense latent
 # and its padded copy (2 N), and 16 planes for latents, upsampling and sample
 # conversion; plus copies of the stream and a constant.
-FIXED_MEMORY = 128 << 20  # address space slack: allocator arenas, small arrays
+# Address-space slack for what no input is responsible for: small arrays and the
+# C allocator (glibc reserves 128 MiB of address space when a new thread, e.g.
+# of the decoder's grid thread pool, gets its own malloc arena).
+FIXED_MEMORY = 256 << 20
 STREAM_COPIES = 16  # bytes per stream byte: copies, word arrays, the weights bit string
 
 
@@ -979,7 +997,11 @@ def memory_bound(header, stream_bytes: int) -> int:
     """Bytes a decode of this (header-valid) stream may allocate beyond its start (spec 9)."""
     c_max = max(layer.out_channels for layer in header.syn_layers)
     planes = planes_bound(c_max, header.n_grids)
-    return 4 * header.height * (header.width + 6) * planes + STREAM_COPIES * stream_bytes + FIXED_MEMORY
+    return (
+        4 * header.height * (header.width + 6) * planes
+        + STREAM_COPIES * stream_bytes
+        + FIXED_MEMORY
+    )
 
 
 def declared_work(header) -> int:
@@ -1149,7 +1171,9 @@ class Oracle:
         except self.StreamError as e:
             error = e
         except MemoryError as e:
-            return self._finish(Result(outcome_key("finding:memory", type(e).__name__), "memory", _trace()), start)
+            return self._finish(
+                Result(outcome_key("finding:memory", type(e).__name__), "memory", _trace()), start
+            )
         except BaseException as e:  # noqa: BLE001 - every other exception is a finding
             if isinstance(e, KeyboardInterrupt):
                 raise
@@ -1273,39 +1297,149 @@ SEED_SPECS: list[dict] = [
     dict(width=1, height=7, n_grids=2, arm=A1, syn="3-3-linear-none", color_format=1),
     dict(width=7, height=1, n_grids=3, arm=A2, syn="3-5-linear-none", color_format=2),
     dict(width=2, height=2, n_grids=2, arm=A1, syn="3-1-linear-none", color_format=3, bit_depth=10),
-    dict(width=3, height=5, n_grids=1, n_ctx_rowcol=3, arm=A1, syn="1-3-linear-none",
-         color_format=0, bit_depth=16),
-    dict(width=8, height=8, n_grids=3, n_ctx_rowcol=1, arm=A2, syn="3-3-linear-none",
-         color_format=1),
-    dict(width=13, height=9, n_grids=2, n_ctx_rowcol=1, arm=A2,
-         syn="4-3-linear-leakyrelu,3-1-linear-none", color_format=3),
-    dict(width=24, height=16, n_grids=3, n_ctx_rowcol=2, arm=A1,
-         syn="4-1-linear-relu,3-3-linear-none", color_format=1),
-    dict(width=24, height=16, n_grids=3, n_ctx_rowcol=1, arm="3-1-linear-leakyrelu,2-1-linear-none",
-         syn="3-3-linear-none", color_format=3, bit_depth=12),
-    dict(width=17, height=3, n_grids=2, n_ctx_rowcol=2, arm=A1, syn="1-1-linear-none",
-         color_format=0, ups_taps=8),
-    dict(width=16, height=8, n_grids=7, n_ctx_rowcol=1, arm=A1, syn="3-1-linear-none",
-         color_format=1),
-    dict(width=5, height=6, n_grids=2, n_ctx_rowcol=1, arm=A2, syn="3-3-linear-none",
-         color_format=1, extreme=True),
-    dict(width=9, height=4, n_grids=3, n_ctx_rowcol=1, arm=A1, syn="2-1-linear-relu,1-3-linear-none",
-         color_format=0, extreme=True, extreme_latents=False),
-    dict(width=4, height=4, n_grids=2, n_ctx_rowcol=1, arm=A1, syn="3-3-linear-none",
-         color_format=2, extreme=True),
-    dict(width=11, height=7, n_grids=3, n_ctx_rowcol=1, arm=A1, syn="3-1-linear-none",
-         color_format=1, constant_grids=(1,)),
-    dict(width=6, height=5, n_grids=2, n_ctx_rowcol=1, arm=A1, syn="1-3-linear-none",
-         color_format=0, latent_range=300),
-    dict(width=12, height=12, n_grids=2, color_format=1, n_ctx_rowcol=1,
-         arm="4-1-residual-relu,3-1-linear-leakyrelu,2-1-linear-none",
-         syn="3-3-linear-relu,3-3-residual-leakyrelu,3-1-residual-relu,3-7-linear-none"),
-    dict(width=10, height=10, n_grids=3, n_ctx_rowcol=1, arm=A2, syn="3-3-linear-none",
-         color_format=1, weight_range=32767),
-    dict(width=3, height=3, n_grids=1, color_format=0, n_ctx_rowcol=3,
-         arm="24-1-residual-leakyrelu,2-1-linear-none", syn="1-7-linear-none"),
-    dict(width=20, height=2, n_grids=3, color_format=3, bit_depth=9, n_ctx_rowcol=1, arm=A1,
-         syn="2-5-linear-relu,3-1-linear-none"),
+    dict(
+        width=3,
+        height=5,
+        n_grids=1,
+        n_ctx_rowcol=3,
+        arm=A1,
+        syn="1-3-linear-none",
+        color_format=0,
+        bit_depth=16,
+    ),
+    dict(
+        width=8, height=8, n_grids=3, n_ctx_rowcol=1, arm=A2, syn="3-3-linear-none", color_format=1
+    ),
+    dict(
+        width=13,
+        height=9,
+        n_grids=2,
+        n_ctx_rowcol=1,
+        arm=A2,
+        syn="4-3-linear-leakyrelu,3-1-linear-none",
+        color_format=3,
+    ),
+    dict(
+        width=24,
+        height=16,
+        n_grids=3,
+        n_ctx_rowcol=2,
+        arm=A1,
+        syn="4-1-linear-relu,3-3-linear-none",
+        color_format=1,
+    ),
+    dict(
+        width=24,
+        height=16,
+        n_grids=3,
+        n_ctx_rowcol=1,
+        arm="3-1-linear-leakyrelu,2-1-linear-none",
+        syn="3-3-linear-none",
+        color_format=3,
+        bit_depth=12,
+    ),
+    dict(
+        width=17,
+        height=3,
+        n_grids=2,
+        n_ctx_rowcol=2,
+        arm=A1,
+        syn="1-1-linear-none",
+        color_format=0,
+        ups_taps=8,
+    ),
+    dict(
+        width=16, height=8, n_grids=7, n_ctx_rowcol=1, arm=A1, syn="3-1-linear-none", color_format=1
+    ),
+    dict(
+        width=5,
+        height=6,
+        n_grids=2,
+        n_ctx_rowcol=1,
+        arm=A2,
+        syn="3-3-linear-none",
+        color_format=1,
+        extreme=True,
+    ),
+    dict(
+        width=9,
+        height=4,
+        n_grids=3,
+        n_ctx_rowcol=1,
+        arm=A1,
+        syn="2-1-linear-relu,1-3-linear-none",
+        color_format=0,
+        extreme=True,
+        extreme_latents=False,
+    ),
+    dict(
+        width=4,
+        height=4,
+        n_grids=2,
+        n_ctx_rowcol=1,
+        arm=A1,
+        syn="3-3-linear-none",
+        color_format=2,
+        extreme=True,
+    ),
+    dict(
+        width=11,
+        height=7,
+        n_grids=3,
+        n_ctx_rowcol=1,
+        arm=A1,
+        syn="3-1-linear-none",
+        color_format=1,
+        constant_grids=(1,),
+    ),
+    dict(
+        width=6,
+        height=5,
+        n_grids=2,
+        n_ctx_rowcol=1,
+        arm=A1,
+        syn="1-3-linear-none",
+        color_format=0,
+        latent_range=300,
+    ),
+    dict(
+        width=12,
+        height=12,
+        n_grids=2,
+        color_format=1,
+        n_ctx_rowcol=1,
+        arm="4-1-residual-relu,3-1-linear-leakyrelu,2-1-linear-none",
+        syn="3-3-linear-relu,3-3-residual-leakyrelu,3-1-residual-relu,3-7-linear-none",
+    ),
+    dict(
+        width=10,
+        height=10,
+        n_grids=3,
+        n_ctx_rowcol=1,
+        arm=A2,
+        syn="3-3-linear-none",
+        color_format=1,
+        weight_range=32767,
+    ),
+    dict(
+        width=3,
+        height=3,
+        n_grids=1,
+        color_format=0,
+        n_ctx_rowcol=3,
+        arm="24-1-residual-leakyrelu,2-1-linear-none",
+        syn="1-7-linear-none",
+    ),
+    dict(
+        width=20,
+        height=2,
+        n_grids=3,
+        color_format=3,
+        bit_depth=9,
+        n_ctx_rowcol=1,
+        arm=A1,
+        syn="2-5-linear-relu,3-1-linear-none",
+    ),
 ]
 
 
@@ -1345,32 +1479,43 @@ def save_finding(crashes: Path, data: bytes, kind: str, info: dict) -> Path | No
 # CLI sample check (subprocess): exit code, one line, files, peak memory
 
 
-def cli_command() -> list[str]:
-    script = shutil.which("coolchic-ref")
-    return [script] if script else [sys.executable, "-m", "coolchic_ref"]
+# Runs `coolchic-ref` exactly as its console script does (cli.main) and writes the
+# process's resident high-water mark (VmHWM, KiB) to a file at exit. A child's
+# ru_maxrss (os.wait4) is no use here: Linux folds the parent's resident size at
+# fork time into it, and the fuzz worker is large.
+_CLI_WRAPPER = """
+import atexit, sys
+hwm_path = sys.argv.pop(1)
+def report():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            open(hwm_path, 'w').write(line.split()[1])
+atexit.register(report)
+sys.argv[0] = 'coolchic-ref'
+from coolchic_ref.cli import main
+main(prog_name='coolchic-ref')
+"""
 
 
-def run_measured(cmd: list[str], cwd: Path, timeout: float) -> tuple[int | None, bytes, bytes, int]:
-    """Run `cmd`; (exit code or None on timeout, stdout, stderr, peak RSS in bytes).
+def run_cli(args: list[str], cwd: Path, timeout: float) -> tuple[int | None, bytes, bytes, int]:
+    """Run `coolchic-ref ARGS` in a subprocess with the default thread count.
 
-    The peak RSS is the child's own ru_maxrss (os.wait4), so other children of
-    this process do not blur it. Default thread count (NUMBA_NUM_THREADS unset).
+    Returns (exit status or None on timeout, stdout, stderr, peak RSS in bytes,
+    -1 if unknown, e.g. after a signal).
     """
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_NUM_THREADS", "NUMBA_DISABLE_JIT")}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env)
-        timer = threading.Timer(timeout, proc.kill)
-        timer.start()
+    drop = ("NUMBA_NUM_THREADS", "NUMBA_DISABLE_JIT", "COOLCHIC_FUZZ_SELFTEST")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    with tempfile.TemporaryDirectory(prefix="fuzz-hwm-") as tmp:
+        hwm = Path(tmp) / "hwm"
+        cmd = [sys.executable, "-c", _CLI_WRAPPER, str(hwm), *args]
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code  # already reaped
-        out.seek(0)
-        err.seek(0)
-        timed_out = code == -signal.SIGKILL
-        return None if timed_out else code, out.read(), err.read(), usage.ru_maxrss * 1024
+            proc = subprocess.run(
+                cmd, cwd=cwd, capture_output=True, env=env, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            return None, b"", b"", -1
+        peak = 1024 * int(hwm.read_text()) if hwm.exists() else -1
+        return proc.returncode, proc.stdout, proc.stderr, peak
 
 
 def run_cli_check(data: bytes, expected: Result, oracle: Oracle, baseline_rss: int) -> str:
@@ -1378,7 +1523,7 @@ def run_cli_check(data: bytes, expected: Result, oracle: Oracle, baseline_rss: i
 
     Checks: exit 0 with the in-process raw samples, or 2 with one line on stderr;
     the output exists only on success and nothing else appears in the directory;
-    peak RSS of the child at most `baseline_rss` + the memory bound.
+    peak RSS (VmHWM) of the CLI at most `baseline_rss` + the memory bound.
     """
     _, t_bound, m_bound = oracle.bounds(data)
     with tempfile.TemporaryDirectory(prefix="fuzz-cli-") as tmp:
@@ -1386,8 +1531,8 @@ def run_cli_check(data: bytes, expected: Result, oracle: Oracle, baseline_rss: i
         stream = folder / "in.cool"
         stream.write_bytes(data)
         out = folder / "out.raw"
-        cmd = [*cli_command(), "decode", str(stream), "-o", str(out), "--quiet"]
-        code, stdout, stderr, rss = run_measured(cmd, folder, 60 + 3 * t_bound)
+        args = ["decode", str(stream), "-o", str(out), "--quiet"]
+        code, stdout, stderr, rss = run_cli(args, folder, 60 + 3 * t_bound)
         if code is None:
             return "CLI timed out"
         files = sorted(p.name for p in folder.iterdir())
@@ -1422,8 +1567,8 @@ def cli_baseline_rss(data: bytes) -> int:
     with tempfile.TemporaryDirectory(prefix="fuzz-cli-") as tmp:
         stream = Path(tmp) / "in.cool"
         stream.write_bytes(data)
-        cmd = [*cli_command(), "decode", str(stream), "-o", str(Path(tmp) / "o.raw"), "-q"]
-        return run_measured(cmd, Path(tmp), 120)[3]
+        args = ["decode", str(stream), "-o", str(Path(tmp) / "o.raw"), "-q"]
+        return run_cli(args, Path(tmp), 120)[3]
 
 
 def _status_kib(field_name: str) -> int:
@@ -1543,8 +1688,13 @@ class Campaign:
                     self.crashes,
                     data,
                     result.finding,
-                    {"outcome": result.key, "detail": result.detail, "mutations": trail,
-                     "jit": self.jit, "seconds": result.seconds},
+                    {
+                        "outcome": result.key,
+                        "detail": result.detail,
+                        "mutations": trail,
+                        "jit": self.jit,
+                        "seconds": result.seconds,
+                    },
                 )
         if len(self.recent) < 64 or self.oracle.count % 97 == 0:
             if len(self.recent) >= 64:
@@ -1624,11 +1774,19 @@ def _pixels(data: bytes) -> int:
 def worker_atheris(args: argparse.Namespace, slot: SharedSlot | None) -> None:
     import atheris
 
-    include = ["coolchic_ref.syntax", "coolchic_ref.weights", "coolchic_ref.decode",
-               "coolchic_ref.samples"]
+    include = [
+        "coolchic_ref.syntax",
+        "coolchic_ref.weights",
+        "coolchic_ref.decode",
+        "coolchic_ref.samples",
+    ]
     if args.nojit:  # the kernels are plain Python then: cover them too
-        include += ["coolchic_ref.latents", "coolchic_ref.upsampling", "coolchic_ref.synthesis",
-                    "coolchic_ref.layer_kernels"]
+        include += [
+            "coolchic_ref.latents",
+            "coolchic_ref.upsampling",
+            "coolchic_ref.synthesis",
+            "coolchic_ref.layer_kernels",
+        ]
     with atheris.instrument_imports(include=include):
         import coolchic_ref  # noqa: F401
         import coolchic_ref.decode  # noqa: F401
@@ -1707,7 +1865,9 @@ class Totals:
         self.outcomes.update(report["outcomes"])
 
 
-def _worker_command(args: argparse.Namespace, seconds: float, seed: int, slot_path: str) -> list[str]:
+def _worker_command(
+    args: argparse.Namespace, seconds: float, seed: int, slot_path: str
+) -> list[str]:
     cmd = [
         sys.executable, str(Path(__file__).resolve()), "_worker",
         "--mode", args.mode, "--seconds", f"{seconds:.1f}", "--seed", str(seed),
@@ -1776,11 +1936,13 @@ def supervise(args: argparse.Namespace) -> Totals:
             if verdict in ("crash", "hang") and data is not None:
                 # Executions since the worker's last report are counted from the slot.
                 totals.execs += max(0, count - last.get("decodes", 0))
-                path = save_finding(crashes, data, verdict, {
+                info = {
                     "outcome": f"finding:{verdict}",
                     "detail": f"worker {verdict}, exit status {proc.returncode}",
-                    "jit": not args.nojit, "worker_seed": seed,
-                })  # fmt: skip
+                    "jit": not args.nojit,
+                    "worker_seed": seed,
+                }
+                path = save_finding(crashes, data, verdict, info)
                 totals.crashes += verdict == "crash"
                 totals.hangs += verdict == "hang"
                 totals.outcomes[f"finding:{verdict}"] += 1
@@ -1865,19 +2027,33 @@ def print_summary(totals: Totals, seconds: float, args: argparse.Namespace) -> d
 def _add_campaign_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="wall time of the campaign")
     p.add_argument("--mode", choices=("mutate", "atheris"), default="mutate")
-    p.add_argument("--corpus", default=None, help="corpus directory (read, and new entries written)")
-    p.add_argument("--seeds", default=str(DEFAULT_SEEDS), help="seed streams (default tests/fuzz_seeds)")
+    p.add_argument(
+        "--corpus", default=None, help="corpus directory (read, and new entries written)"
+    )
+    p.add_argument(
+        "--seeds", default=str(DEFAULT_SEEDS), help="seed streams (default tests/fuzz_seeds)"
+    )
     p.add_argument("--crashes", default="fuzz-crashes", help="where failing inputs are written")
     p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--nojit", action="store_true", help="NUMBA_DISABLE_JIT=1: IndexError detector")
     p.add_argument("--threads", type=int, default=1, help="NUMBA_NUM_THREADS of the worker")
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help="skip decoding header-valid inputs declaring more pixels, for speed "
-                   "(default 2^20, with --nojit 1024)")
-    p.add_argument("--cli-every", type=float, default=60.0, help="seconds between CLI checks (0: off)")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="skip decoding header-valid inputs declaring more pixels, for speed "
+        "(default 2^20, with --nojit 1024)",
+    )
+    p.add_argument(
+        "--cli-every", type=float, default=60.0, help="seconds between CLI checks (0: off)"
+    )
     p.add_argument("--max-corpus", type=int, default=2000)
-    p.add_argument("--hang-seconds", type=float, default=10.0,
-                   help="a decode is a hang after 3x its time bound plus this")
+    p.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=10.0,
+        help="a decode is a hang after 3x its time bound plus this",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1915,13 +2091,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "replay":
         oracle = Oracle(jit=not args.nojit, max_pixels=args.max_pixels)
-        oracle.warm_up(load_corpus(DEFAULT_SEEDS)[:2])  # then the memory limit applies
+        # Then the memory limit applies. Multi-grid seeds start the grid threads.
+        oracle.warm_up([s for s in load_corpus(DEFAULT_SEEDS) if _pixels(s) <= 64][:8])
         status = 0
         for name in args.files:
             result = oracle.run(Path(name).read_bytes())
             if args.json:
-                record = {"file": name, "key": result.key, "sha256": result.raw_sha256,
-                          "finding": result.finding, "detail": result.detail[-2000:]}  # fmt: skip
+                record = {
+                    "file": name,
+                    "key": result.key,
+                    "sha256": result.raw_sha256,
+                    "finding": result.finding,
+                    "detail": result.detail[-2000:],
+                }
                 print(json.dumps(record), flush=True)
             else:
                 print(f"{name}: {result.key}  {result.seconds:.3f} s  {result.detail[-500:]}")
@@ -1934,6 +2116,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             worker_mutate(args, slot)
         return 0
+
     def terminate(signum, frame) -> None:
         raise KeyboardInterrupt
 

@@ -14,7 +14,7 @@ The suite is committed: run this only when the suite must change, and say why
 - encoder-made (`ENCODER_CASES`): small crops of Kodak photographs encoded by
   the real encoder (`coolchic_ref.encoder.api.encode`). Training depends on the
   torch build, so committed encoder-made streams are kept as they are unless
-  `--reencode` is given;
+  named by `--reencode` (or their recipe changed, which is an error);
 - invalid (`INVALID_CASES`): streams that spec section 9 rejects, made by
   editing a valid stream; the manifest records the rule.
 
@@ -37,7 +37,7 @@ import json
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -448,6 +448,33 @@ def syntax_classes(codec: IntegerCodec, info: StreamInfo) -> set[str]:
     return found
 
 
+def latent_sensitivity(codec: IntegerCodec, trials: int = 12) -> tuple[int, int]:
+    """(changed, tried): of `trials` latents of the coded grids, each moved by 1 alone,
+    how many change the samples (encoder model).
+
+    A stream whose samples ignore its latents would let a decoder with a broken
+    entropy decoder pass; the tool refuses a suite with such a stream.
+    """
+    coded = [g for g, latent in enumerate(codec.latents) if np.min(latent) != np.max(latent)]
+    if not coded:
+        return 0, 0
+    rng = np.random.default_rng(0)
+    reference = im.simulate_decode(codec)
+    changed = 0
+    for trial in range(trials):
+        level = coded[trial % len(coded)]
+        latent = codec.latents[level]
+        y, x = (int(rng.integers(n)) for n in latent.shape)
+        original = int(latent[y, x])
+        latent[y, x] = original + 1 if original < INT16_MAX else original - 1
+        try:
+            planes = im.simulate_decode(codec)
+        finally:
+            latent[y, x] = original
+        changed += any(not np.array_equal(a, b) for a, b in zip(planes, reference, strict=True))
+    return changed, trials
+
+
 # Every class the suite as a whole must exercise: the tool refuses to write a
 # suite that lost one (the issue's list: every syntax element and value class).
 REQUIRED_FEATURES = (
@@ -510,7 +537,8 @@ REQUIRED_FEATURES = (
 
 @dataclass(frozen=True)
 class GeneratorCase:
-    """A stream drawn by `random_codec(default_rng(seed), **options)`, then `edit`ed.
+    """A stream drawn by `random_codec(default_rng(seed), **options)`, then edited by
+    each function of `edit` in turn (a function or a tuple of them).
 
     `stream_edit` turns the written stream into another valid stream that
     decodes to the same samples (used where the writer cannot express the case).
@@ -520,13 +548,17 @@ class GeneratorCase:
     description: str
     seed: int
     options: dict
-    edit: Callable[[IntegerCodec], None] | None = None
+    edit: Callable[[IntegerCodec], None] | tuple[Callable[[IntegerCodec], None], ...] = ()
     stream_edit: Callable[[bytes], bytes] | None = None
+
+    @property
+    def edits(self) -> tuple[Callable[[IntegerCodec], None], ...]:
+        return self.edit if isinstance(self.edit, tuple) else (self.edit,)
 
     def build_codec(self) -> IntegerCodec:
         codec = random_codec(np.random.default_rng(self.seed), **self.options)
-        if self.edit is not None:
-            self.edit(codec)
+        for edit in self.edits:
+            edit(codec)
         return codec
 
     def build(self) -> tuple[bytes, IntegerCodec]:
@@ -540,11 +572,43 @@ class GeneratorCase:
     def recipe(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
         text = f"random_codec(default_rng({self.seed}), {options})"
-        if self.edit is not None:
-            text += f", then {self.edit.__name__}"
+        if self.edits:
+            text += ", then " + ", ".join(edit.__name__ for edit in self.edits)
         if self.stream_edit is not None:
             text += f", stream edited by {self.stream_edit.__name__}"
         return text
+
+
+def _visible_output(codec: IntegerCodec) -> None:
+    """The last synthesis layer redrawn for the scale of its actual input, so that the
+    samples depend on the latents: an output spread of about 800 / 4096 around mid-grey.
+
+    (`random_codec` scales the last layer for a latent range, not for what a deep stack
+    or an int16-wide alphabet feeds it, and its weights can then all round to 0.)
+    """
+    rng = np.random.default_rng(codec.width * 1000 + codec.height)
+    x = im.upsample_dense(codec)
+    for layer, (w, b) in zip(codec.syn_layers[:-1], codec.syn_weights[:-1], strict=True):
+        x = im.conv_layer(x, layer, w, b, codec.syn_w_shift, codec.syn_b_shift)
+    assert not codec.syn_layers[-1].residual
+    w, b = codec.syn_weights[-1]
+    # A robust input scale: a few int16-extreme latents must not set it.
+    scale = max(1.0, float(np.percentile(np.abs(x), 90)))
+    std = 800 / (scale * np.sqrt(w[0].size)) * (1 << codec.syn_w_shift)
+    w[:] = np.clip(np.rint(rng.normal(0, std, size=w.shape)), INT16_MIN, INT16_MAX)
+    b[:] = min(INT16_MAX, (1 << codec.syn_b_shift) >> 1)  # 0.5, mid-grey
+
+
+def _readable_synthesis(codec: IntegerCodec) -> None:
+    """syn_w_shift 16 and syn_b_shift 12, and a 1x1 layer appended to the synthesis:
+    2048 + x / 8. With w_shift 16 every layer's (wrapped) accumulator comes out within
+    +-2^15, so the appended layer puts about half the samples inside the sample range,
+    where they show the wrapped values exactly rather than clipped."""
+    n = codec.n_channels
+    eye = np.eye(n, dtype=np.int64).reshape(n, n, 1, 1)
+    codec.syn_layers.append(LayerDesc(n, 1, False, "none"))
+    codec.syn_weights.append((eye * 8192, np.full(n, 2048, dtype=np.int64)))
+    codec.syn_w_shift, codec.syn_b_shift = 16, im.SYN_FRAC
 
 
 def _zero_grids_0_and_3(codec: IntegerCodec) -> None:
@@ -809,7 +873,7 @@ GENERATOR_CASES: list[GeneratorCase] = [
         "largest-architecture",
         "Largest architecture: ARM of 5 layers, width 64, 8192 MAC per latent with r = 3; "
         "synthesis of 8 layers, width 64, kernels up to 7, 16384 MAC per pixel; 7 grids, "
-        "T = 8; RGB 16-bit 13x11.",
+        "T = 8; RGB 16-bit 13x11 (last layer scaled so that the samples show the latents).",
         13,
         dict(
             width=13,
@@ -822,6 +886,7 @@ GENERATOR_CASES: list[GeneratorCase] = [
             arm=LARGEST_ARM,
             syn=LARGEST_SYN,
         ),
+        edit=_visible_output,
     ),
     GeneratorCase(
         "zero-and-constant-grids",
@@ -845,23 +910,34 @@ GENERATOR_CASES: list[GeneratorCase] = [
         "stays 0 and every latent decodes to latent_min (spec 5.5); grey 8-bit 10x8.",
         16,
         dict(width=10, height=8, n_grids=2, color_format=0, bit_depth=8),
-        edit=_grid1_constant_latent_min,
+        edit=(_grid1_constant_latent_min, _visible_output),
         stream_edit=_declare_grid1_alphabet,
     ),
     GeneratorCase(
         "full-int16-alphabet",
-        "Latents over the whole int16 range: grid 0 has alphabet 65536 (latent_min -32768, "
-        "latent_max 32767); YUV 4:4:4 8-bit 10x7, 2 grids.",
+        "Latents over the whole int16 range: grid 0 has alphabet 65536 (one latent at "
+        "-32768, one at 32767, the others within +-60 so that the samples show each of "
+        "them); YUV 4:4:4 8-bit 10x7, 2 grids.",
         17,
-        dict(width=10, height=7, n_grids=2, color_format=2, bit_depth=8, latent_range=32767),
-        edit=_full_int16_alphabet,
+        dict(
+            width=10,
+            height=7,
+            n_grids=2,
+            color_format=2,
+            bit_depth=8,
+            latent_range=60,
+            shifts=dict(syn_w_shift=14),
+        ),
+        edit=(_full_int16_alphabet, _visible_output),
     ),
     GeneratorCase(
         "full-range-weights",
         "Every weight, bias and tap uniform over the whole int16 range (int32 wrap-around "
-        "in every module); RGB 8-bit 13x9.",
+        "in every module), synthesis shift 16 and a last 1x1 layer that brings the wrapped "
+        "values near the sample range; RGB 8-bit 13x9.",
         18,
         dict(width=13, height=9, color_format=1, bit_depth=8, weight_range=32767),
+        edit=_readable_synthesis,
     ),
     GeneratorCase(
         "extreme-r1-grey",
@@ -878,9 +954,11 @@ GENERATOR_CASES: list[GeneratorCase] = [
     ),
     GeneratorCase(
         "extreme-r3-rgb-16bit",
-        "int16-extreme weights and latents; RGB 16-bit 5x7, r = 3.",
+        "int16-extreme weights and latents, synthesis shift 16 and a last 1x1 layer that "
+        "brings the wrapped values near the sample range; RGB 16-bit 5x7, r = 3.",
         21,
         dict(width=5, height=7, n_ctx_rowcol=3, color_format=1, bit_depth=16, extreme=True),
+        edit=_readable_synthesis,
     ),
     GeneratorCase(
         "extreme-max-shifts",
@@ -943,8 +1021,9 @@ GENERATOR_CASES: list[GeneratorCase] = [
             bit_depth=8,
             arm="2-1-linear-none,2-1-linear-none",
             latent_range=200,
+            shifts=dict(syn_w_shift=14),
         ),
-        edit=_clipped_laplace,
+        edit=(_clipped_laplace, _visible_output),
     ),
     GeneratorCase(
         "laplace-negative-mu",
@@ -1078,7 +1157,7 @@ ENCODER_CASES: list[EncoderCase] = [
         "kodim19",
         (128, 224, 48, 64),
         "yuv420-10",
-        dict(lmbda=1e-3, op="1000", **_TRAIN),
+        dict(lmbda=1e-3, op="1000", **{**_TRAIN, "n_itr": 1500}),
     ),
     EncoderCase(
         "kodim15-48x40-grey8",
@@ -1091,10 +1170,10 @@ ENCODER_CASES: list[EncoderCase] = [
     ),
     EncoderCase(
         "kodim20-40x32-yuv444-8bit",
-        "Encoder-made: a 40x32 crop of kodim20 (grass) converted to YUV 4:4:4 8-bit "
+        "Encoder-made: a 40x32 crop of kodim20 (aeroplane) converted to YUV 4:4:4 8-bit "
         "(BT.709, limited range), operating point 1000.",
         "kodim20",
-        (368, 688, 32, 40),
+        (352, 64, 32, 40),
         "yuv444-8",
         dict(lmbda=2e-3, op="1000", **_TRAIN),
     ),
@@ -1400,6 +1479,7 @@ class Built:
     entry: dict
     raw: bytes | None  # canonical raw samples (None for a rejected stream)
     planes: list[np.ndarray] | None = None
+    sensitivity: tuple[int, int] = (0, 0)  # see `latent_sensitivity`
 
 
 def _valid_entry(
@@ -1428,7 +1508,7 @@ def _valid_entry(
         "expected": f"{name}.raw.gz",
         "features": features,
     }
-    return Built(name, data, entry, raw, planes)
+    return Built(name, data, entry, raw, planes, latent_sensitivity(codec))
 
 
 def build_generator(case: GeneratorCase, number: int) -> Built:
@@ -1441,11 +1521,22 @@ def build_generator(case: GeneratorCase, number: int) -> Built:
     )
 
 
-def build_encoder(case: EncoderCase, number: int, existing: Path | None, reencode: bool) -> Built:
-    """Encode the crop, or with an existing stream of that slug (and not `reencode`) keep it."""
+def build_encoder(
+    case: EncoderCase,
+    number: int,
+    existing: Path | None,
+    committed_recipe: str | None,
+    reencode: bool,
+) -> Built:
+    """Encode the crop; or, if a stream of that slug exists and not `reencode`, keep it
+    (its committed recipe must still be the case's: otherwise re-encode it)."""
     name = f"{number:03d}-{case.slug}"
     predicted = None
     if existing is not None and existing.exists() and not reencode:
+        if committed_recipe != case.recipe():
+            raise RuntimeError(
+                f"{name}: the recipe changed since the stream was made: use --reencode {case.slug}"
+            )
         data = existing.read_bytes()
     else:
         data, predicted = encode_case(case)
@@ -1476,18 +1567,25 @@ def build_invalid(case: InvalidCase, number: int, bases: dict[str, bytes]) -> Bu
     return Built(name, data, entry, None)
 
 
-def _existing_streams(directory: Path) -> dict[str, Path]:
-    """slug -> path of the streams already in the suite."""
+def _existing_streams(directory: Path) -> dict[str, tuple[Path, str | None]]:
+    """slug -> (path, committed recipe) of the streams already in the suite."""
+    try:
+        entries = json.loads((directory / "manifest.json").read_text())["streams"]
+        recipes = {entry["stream"]: entry.get("recipe") for entry in entries}
+    except (OSError, ValueError, KeyError):
+        recipes = {}
     found = {}
     for path in sorted((directory / "streams").glob("*.cool")):
-        found[path.stem.split("-", 1)[1]] = path
+        found[path.stem.split("-", 1)[1]] = (path, recipes.get(path.name))
     return found
 
 
 def build_suite(
-    directory: Path, reencode: bool = False, encoder: bool = True, log=print
+    directory: Path, reencode: Iterable[str] = (), encoder: bool = True, log=print
 ) -> list[Built]:
-    """Every stream of the suite, in manifest order."""
+    """Every stream of the suite, in manifest order. `reencode`: slugs of the encoder-made
+    streams to encode again although they exist ("all" for every one)."""
+    reencode = set(reencode)
     built: list[Built] = []
     number = 1
     for case in GENERATOR_CASES:
@@ -1499,12 +1597,13 @@ def build_suite(
     existing = _existing_streams(directory)
     number = 101
     for case in ENCODER_CASES:
-        path = existing.get(case.slug)
+        path, recipe = existing.get(case.slug, (None, None))
         if not encoder and path is None:
             log(f"  {case.slug}: skipped (no committed stream and --no-encoder)")
             continue
+        again = "all" in reencode or case.slug in reencode
         start = time.perf_counter()
-        built.append(build_encoder(case, number, path, reencode))
+        built.append(build_encoder(case, number, path, recipe, again))
         seconds = time.perf_counter() - start
         log(f"  {built[-1].name}: {len(built[-1].data)} bytes ({seconds:.1f} s)")
         number += 1
@@ -1613,8 +1712,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--reencode",
-        action="store_true",
-        help="re-encode the photographs even if their streams exist",
+        nargs="+",
+        default=[],
+        metavar="SLUG",
+        help="re-encode these photographs (slugs, or 'all') although their streams exist",
     )
     parser.add_argument(
         "--no-encoder", action="store_true", help="leave out encoder-made streams not committed yet"
@@ -1629,6 +1730,10 @@ def main(argv: list[str] | None = None) -> int:
     lost = missing_features(built)
     if lost:
         problems.append(f"no stream exercises: {', '.join(sorted(lost))}")
+    for item in built:
+        changed, tried = item.sensitivity
+        if tried and not changed:
+            problems.append(f"{item.name}: its samples do not depend on its latents")
     valid = sum(item.raw is not None for item in built)
     print(f"{len(built)} streams ({valid} valid, {len(built) - valid} to reject)")
     if problems:

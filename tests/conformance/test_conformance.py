@@ -105,7 +105,8 @@ def test_every_stream_passes() -> None:
 
 
 def _run_cli(env_changes: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    settings = ("NUMBA_NUM_THREADS", "NUMBA_DISABLE_JIT")
+    env = {k: v for k, v in os.environ.items() if k not in settings}
     env.update(env_changes)
     return subprocess.run(
         [sys.executable, "-m", "coolchic_ref", "conformance", str(SUITE)],
@@ -133,7 +134,7 @@ def test_runner_in_subprocess(env: dict[str, str]) -> None:
 
 def _small_suite(tmp_path: Path, names: list[str]) -> Path:
     """A copy of part of the suite in tmp_path."""
-    (tmp_path / "streams").mkdir()
+    (tmp_path / "streams").mkdir(parents=True)
     (tmp_path / "expected").mkdir()
     entries = [entry for entry in ENTRIES if entry_id(entry) in names]
     assert len(entries) == len(names)
@@ -209,6 +210,16 @@ def test_runner_judges_rejections(tmp_path: Path) -> None:
     assert f"FAIL {valid}: decoded a picture, but spec section 9 rule 4" in result.output
     assert f"FAIL {invalid}: " in result.output
     assert "conformance: 0 passed, 2 failed" in result.output
+
+
+def test_runner_timings_and_default_directory(tmp_path: Path, monkeypatch) -> None:
+    suite = _small_suite(tmp_path / "tests" / "conformance", [entry_id(VALID[0])])
+    monkeypatch.chdir(tmp_path)  # the default DIR is tests/conformance
+    result = CliRunner().invoke(cli.main, ["conformance", "--timings"])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith(f"PASS {entry_id(VALID[0])} (") and first.endswith(" ms)")
+    assert suite.is_dir()
 
 
 @pytest.mark.parametrize(
