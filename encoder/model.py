@@ -196,9 +196,11 @@ def fold_taps(taps: Tensor) -> tuple[Tensor, int]:
         m_odd = -(k >> 1) if k % 2 == 0 else (k + 1) >> 1
         even_idx.append(m_even + half)
         odd_idx.append(m_odd + half)
+    device = taps.device
+    rows = torch.cat([torch.zeros(n_taps, dtype=torch.long), torch.ones(n_taps, dtype=torch.long)])
+    cols = torch.tensor(even_idx + odd_idx)
     kernel = taps.new_zeros(2, 2 * half + 1)
-    kernel = kernel.index_put((torch.zeros(n_taps, dtype=torch.long), torch.tensor(even_idx)), taps)
-    kernel = kernel.index_put((torch.ones(n_taps, dtype=torch.long), torch.tensor(odd_idx)), taps)
+    kernel = kernel.index_put((rows.to(device), cols.to(device)), torch.cat([taps, taps]))
     return kernel, half
 
 
