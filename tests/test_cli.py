@@ -7,16 +7,17 @@ import struct
 import zlib
 from pathlib import Path
 
-import coolchic_ref
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from handmade import make_stream
+
+import coolchic_ref
 from coolchic_ref import cli
 from coolchic_ref.info import mac_per_pixel, stream_info, upsampled_samples
 from coolchic_ref.output import png_bytes, yuv_file_name
 from coolchic_ref.syntax import ColorFormat, parse_header
-from handmade import make_stream
 
 
 @pytest.fixture(scope="module")

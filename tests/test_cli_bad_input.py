@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from handmade import HeaderFields, make_stream, pack_bits
+
 from coolchic_ref import StreamError, decode
 from coolchic_ref.cli import main
-from handmade import HeaderFields, make_stream, pack_bits
 
 EXIT_IO = 1
 EXIT_INVALID_STREAM = 2

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from handmade import make_stream_with_latents
+
 from coolchic_ref import decode
 from coolchic_ref.latents import decode_latent_grids
 from coolchic_ref.syntax import parse_header
 from coolchic_ref.weights import read_weights
-from handmade import make_stream_with_latents
 
 
 def sections(data: bytes):

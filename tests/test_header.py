@@ -5,9 +5,10 @@ from __future__ import annotations
 import struct
 
 import pytest
+from handmade import HeaderFields
+
 from coolchic_ref.errors import StreamError
 from coolchic_ref.syntax import ColorFormat, parse_header
-from handmade import HeaderFields
 
 
 def rejects(fields: HeaderFields, match: str) -> None:

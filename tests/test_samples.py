@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 import pytest
+
 from coolchic_ref.samples import (
     canonical_raw_bytes,
     make_planes,

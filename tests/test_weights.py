@@ -6,10 +6,11 @@ import time
 
 import numpy as np
 import pytest
+from handmade import HeaderFields, egk_code, pack_bits
+
 from coolchic_ref.errors import StreamError
 from coolchic_ref.syntax import parse_header
 from coolchic_ref.weights import BitReader, read_weights
-from handmade import HeaderFields, egk_code, pack_bits
 
 
 def decode_values(bits: str, k: int, count: int) -> list[int]:

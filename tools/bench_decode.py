@@ -139,8 +139,10 @@ def main() -> int:
 
         info = stream_info(data)
         image = decode(data)
-        print(f"stream: {image.width}x{image.height}, {len(data)} bytes, "
-              f"{len(data) * 8 / (image.width * image.height):.3f} bpp")
+        print(
+            f"stream: {image.width}x{image.height}, {len(data)} bytes, "
+            f"{len(data) * 8 / (image.width * image.height):.3f} bpp"
+        )
         mac = info["mac_per_pixel"]
         print("MAC/pixel: " + ", ".join(f"{k} {v:.0f}" for k, v in mac.items()))
 
