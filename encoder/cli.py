@@ -24,13 +24,14 @@ from typing import Any
 import click
 
 from .image_io import InputError
+from .presets import DEFAULT_OP, DEFAULT_PRESET, OPERATING_POINTS, PRESETS
 
 EXIT_IO = 1
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
-PRESET_NAMES = ("instant", "faster", "fast", "medium", "slow", "placebo")
-OP_NAMES = ("500", "1000", "2000", "3000")
+PRESET_NAMES = tuple(PRESETS)
+OP_NAMES = tuple(OPERATING_POINTS)
 
 
 def _one_line(text: object) -> str:
@@ -144,14 +145,14 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @click.option(
     "--preset",
     type=click.Choice(PRESET_NAMES),
-    default="medium",
+    default=DEFAULT_PRESET,
     show_default=True,
     help="Training effort (instant: about a minute for 768x512 on 2 cores).",
 )
 @click.option(
     "--op",
     type=click.Choice(OP_NAMES),
-    default="1000",
+    default=DEFAULT_OP,
     show_default=True,
     help="Decoder operating point, about this many MAC per pixel.",
 )

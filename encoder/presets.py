@@ -47,8 +47,8 @@ PRESETS: dict[str, Preset] = {
     for p in (
         Preset(
             "instant",
-            phase1_itr=150,
-            phase2_itr=20,
+            phase1_itr=130,
+            phase2_itr=15,
             start_lr=1e-2,
             phase2_lr=1e-4,
             eval_every=50,
@@ -62,7 +62,6 @@ PRESETS: dict[str, Preset] = {
             phase2_itr=150,
             warmup_candidates=2,
             warmup_itr=100,
-            start_lr=2e-2,
         ),
         Preset(
             "medium",
@@ -70,7 +69,6 @@ PRESETS: dict[str, Preset] = {
             phase2_itr=300,
             warmup_candidates=3,
             warmup_itr=200,
-            start_lr=2e-2,
         ),
         Preset(
             "slow",
@@ -136,7 +134,7 @@ OPERATING_POINTS: dict[str, OperatingPoint] = {
     )
 }
 
-DEFAULT_OP = "1000"
+DEFAULT_OP = "2000"
 
 
 @dataclass
