@@ -121,6 +121,21 @@ def build_codec(
     taps = _to_int(model.upsampling.taps, shifts.ups)
     if arm is None or syn is None or taps is None:
         return None
+    latents = latents if latents is not None else integer_latents(model)
+    return _codec(model, arch, bit_depth, shifts, latents, arm, taps, syn)
+
+
+def _codec(
+    model: CoolChic,
+    arch: Architecture,
+    bit_depth: int,
+    shifts: Shifts,
+    latents: list[np.ndarray],
+    arm: list,
+    taps: np.ndarray,
+    syn: list,
+) -> IntegerCodec:
+    """The IntegerCodec of these integer parameters for `model`'s picture and `arch`."""
     return IntegerCodec(
         color_format=model.color_format,
         bit_depth=bit_depth,
@@ -137,7 +152,7 @@ def build_codec(
         ups_shift=shifts.ups,
         syn_w_shift=shifts.syn_w,
         syn_b_shift=shifts.syn_b,
-        latents=latents if latents is not None else integer_latents(model),
+        latents=latents,
     )
 
 
@@ -524,21 +539,6 @@ def _arm_codec(
 ) -> IntegerCodec:
     """A codec with this ARM; its upsampling / synthesis are placeholders (unused by
     `latent_bits`) until the second search fills them in."""
-    return IntegerCodec(
-        color_format=model.color_format,
-        bit_depth=bit_depth,
-        width=model.width,
-        height=model.height,
-        n_ctx_rowcol=arch.n_ctx_rowcol,
-        arm_layers=list(arch.arm_layers),
-        syn_layers=list(arch.syn_layers),
-        arm_weights=arm,
-        ups_taps=np.zeros(arch.ups_half_taps, dtype=np.int64),
-        syn_weights=[],
-        arm_w_shift=w_shift,
-        arm_b_shift=b_shift,
-        ups_shift=0,
-        syn_w_shift=0,
-        syn_b_shift=0,
-        latents=latents,
-    )
+    shifts = Shifts(arm_w=w_shift, arm_b=b_shift, ups=0, syn_w=0, syn_b=0)
+    taps = np.zeros(arch.ups_half_taps, dtype=np.int64)
+    return _codec(model, arch, bit_depth, shifts, latents, arm, taps, [])
