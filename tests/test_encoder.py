@@ -356,6 +356,11 @@ def test_bad_inputs_raise_input_error(tmp_path: Path, inputs) -> None:
     (tmp_path / "a_4x4_1p_yuv444_10b.yuv").write_bytes(b"\xff\xff" * 48)
     cases.append((tmp_path / "a_4x4_1p_yuv444_10b.yuv", "exceeds 10 bits"))
     cases.append((tmp_path, "directory"))
+    # Larger than the spec allows (16384 per side): refused before any training.
+    (tmp_path / "wide.png").write_bytes(png_bytes(np.zeros((1, 16385), np.uint8)))
+    cases.append((tmp_path / "wide.png", "too large"))
+    (tmp_path / "big_16385x1_1p_yuv444_8b.yuv").write_bytes(b"\0" * 3 * 16385)
+    cases.append((tmp_path / "big_16385x1_1p_yuv444_8b.yuv", "too large"))
     for path, message in cases:
         with pytest.raises(InputError, match=message) as info:
             read_picture(path)
@@ -411,6 +416,8 @@ def test_cli_encodes_and_writes_json(tmp_path: Path, inputs) -> None:
         (["{png}", "-o", "{out}", "--upsampling_kernel_size", "3"], "must be even"),
         (["{png}", "-o", "{out}", "--resume"], "--resume needs --workdir"),
         (["{png}", "-o", "{tmp}/no/such/dir/x.cool"], "does not exist"),
+        (["{png}", "-o", "{tmp}"], "is a directory"),
+        (["{png}", "-o", "{png}/x.cool"], "does not exist"),
         (["{png}", "-o", "{out}", "--lmbda", "-1"], "must be positive"),
         (["{png}", "-o", "{out}", "--device", "cuda"], None),
     ],
@@ -466,6 +473,45 @@ def test_cli_interrupt_leaves_no_output_and_resume_finishes(
     reference_again = run_cli([*common, "-o", tmp_path / "ref2.cool", "-q"])
     assert reference_again.exit_code == 0
     assert out.read_bytes() == (tmp_path / "ref2.cool").read_bytes()
+
+
+def test_sigint_subprocess_leaves_no_output_then_resume(tmp_path: Path, inputs) -> None:
+    """A real Ctrl-C (SIGINT) to `coolchic-ref encode` once a checkpoint exists: exit
+    130, one line, no output file, no temporary file; --resume then writes the stream."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = inputs["png-grey-8"][0]
+    out, work = tmp_path / "x.cool", tmp_path / "work"
+    args = [sys.executable, "-m", "coolchic_ref", "encode", str(path), "-o", str(out),
+            "--preset", "faster", "--n_itr", "1500", "--op", "500", "--workdir", str(work),
+            "-q"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (work / "loop0.ckpt.pt").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no checkpoint written in 240 s"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "--resume" in lines[0], stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at iteration" in resumed.stderr
+    assert coolchic_ref.decode(out.read_bytes()).planes[0].shape == (24, 32)
 
 
 def _with_eval_every(every: int) -> dict:
