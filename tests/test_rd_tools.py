@@ -428,3 +428,13 @@ def test_rd_eval_rejects_a_missing_encoder(tmp_path: Path) -> None:
     assert rd_eval.main([*argv, "--encoder-cmd", "no-such-encoder-xyz"]) == 2
     assert rd_eval.main([*argv, "--lmbdas", "-1"]) == 2
     assert not (tmp_path / "r.tsv").exists()
+
+
+def test_parallel_encodes_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert rd_eval.thread_env(1, n_cpus=16) is None
+    env = rd_eval.thread_env(3, n_cpus=16)
+    assert env is not None and env["OMP_NUM_THREADS"] == "5" and env["MKL_NUM_THREADS"] == "5"
+    assert rd_eval.thread_env(4, n_cpus=2)["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's choice wins
+    assert rd_eval.thread_env(4, n_cpus=16) is None
