@@ -283,9 +283,27 @@ def test_largest_picture_truncated_after_header_is_cheap(oracle: fuzz.Oracle) ->
         assert_no_finding(oracle.run(data), data)
 
 
+def test_cli_peak_is_the_cli_s_own(tmp_path: Path) -> None:
+    # The 17 "CLI peak RSS" findings of the 1-hour run (tools/fuzz-log.md): the peak
+    # was os.wait4's ru_maxrss, into which Linux folds the parent's resident
+    # high-water mark, so every check reported the fuzz worker's own peak. The CLI's
+    # peak must not depend on the size of the process that starts it.
+    ballast = np.ones(320 << 20, dtype=np.uint8)  # 320 MiB resident in this process
+    stream = tmp_path / "bad.cool"
+    stream.write_bytes(b"CCRX" + bytes(40))
+    code, _, stderr, rss = fuzz.run_cli(
+        ["decode", str(stream), "-o", str(tmp_path / "o.raw")], tmp_path, 120
+    )
+    assert code == 2 and b"bad magic" in stderr
+    assert 0 < rss < 200 << 20, rss >> 20  # about 35 MiB: Python and click, no Numba
+    # The baseline is a 1x1 decode, which loads Numba and the kernels (about 165 MiB).
+    assert fuzz.cli_baseline_rss() > rss + (64 << 20)
+    del ballast
+
+
 def test_largest_picture_truncated_cli_subprocess(tmp_path: Path) -> None:
     _, header_only = largest_header(np.random.default_rng(1))
-    baseline = fuzz.cli_baseline_rss(SEEDS[0])
+    baseline = fuzz.cli_baseline_rss()
     stream = tmp_path / "huge.cool"
     stream.write_bytes(header_only)
     out = tmp_path / "out.png"
@@ -362,7 +380,7 @@ def test_cli_sample_agrees_with_the_oracle(oracle: fuzz.Oracle) -> None:
         key = oracle.run(data).key
         kind = "ok" if key == "ok" else "substream" if "substream" in key else "header"
         picked.setdefault(kind, data)
-    baseline = fuzz.cli_baseline_rss(SEEDS[0])
+    baseline = fuzz.cli_baseline_rss()
     for data in picked.values():
         assert fuzz.run_cli_check(data, oracle.run(data), oracle, baseline) == ""
 
@@ -401,6 +419,25 @@ def test_nojit_slice_agrees_with_jit(tmp_path: Path, oracle: fuzz.Oracle) -> Non
         assert record["finding"] is None, record
         assert (record["key"], record["sha256"]) == expected[record["file"]], record
     assert sum(1 for key, _ in expected.values() if key == "ok") >= 10
+
+
+def test_supervised_campaign(tmp_path: Path) -> None:
+    """The long-run command itself, bounded: `tools/fuzz.py run` for 40 s (supervised
+    worker, shared slot, corpus, CLI sample checks every 8 s); no finding of any kind."""
+    crashes, log = tmp_path / "crashes", tmp_path / "runs.jsonl"
+    cmd = [sys.executable, str(ROOT / "tools" / "fuzz.py"), "run", "--seconds", "40",
+           "--seed", "2026", "--cli-every", "8", "--corpus", str(tmp_path / "corpus"),
+           "--crashes", str(crashes), "--log", str(log), "--print-every", "10"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert log.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads(log.read_text().splitlines()[-1])
+    problems = {k: v for k, v in summary["outcomes"].items() if k.startswith("finding")}
+    assert proc.returncode == 0 and not problems, (problems, sorted(crashes.glob("*.json")))
+    assert (summary["crashes"], summary["hangs"], summary["worker_errors"]) == (0, 0, 0)
+    assert summary["execs"] >= 2000 and summary["outcomes"].get("ok", 0) >= 200, summary["execs"]
+    assert summary["cli_checks"] >= 2
+    print(f"supervised: {summary['execs']} execs, {summary['execs_per_s']}/s, "
+          f"{summary['cli_checks']} CLI checks")  # fmt: skip
 
 
 @pytest.mark.parametrize("failure", ["crash", "hang"])
