@@ -1,6 +1,6 @@
 """The encoder's hand-written backward passes against numerical gradients.
 
-`model._Contexts` and `model._UpsamplePass` replace autograd by explicit backward
+`model._Contexts`, `model._UpsamplePass` and `model._Conv` replace autograd by explicit backward
 functions for speed (tools/bench_train.py --plain measures by how much); a wrong
 backward would silently train a worse model, so `torch.autograd.gradcheck` compares
 them with finite differences in float64 on small, odd-sized inputs.
@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from coolchic_ref.encoder.model import (  # noqa: E402
     _Contexts,
+    _Conv,
     _UpsamplePass,
     default_taps,
     fold_taps,
@@ -53,3 +54,13 @@ def test_upsampling_pass_backward(
         return _UpsamplePass.apply(x, kernel, n_out, vertical)
 
     assert torch.autograd.gradcheck(run, (x, taps), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(("kernel", "c_in", "c_out"), [(3, 3, 3), (3, 2, 4), (5, 1, 2), (7, 2, 1)])
+def test_synthesis_conv_backward(kernel: int, c_in: int, c_out: int) -> None:
+    gen = torch.Generator().manual_seed(kernel * 10 + c_in)
+    padded = torch.randn(c_in, 5 + kernel - 1, 4 + kernel - 1, dtype=torch.float64, generator=gen)
+    weight = torch.randn(c_out, c_in, kernel, kernel, dtype=torch.float64, generator=gen)
+    bias = torch.randn(c_out, dtype=torch.float64, generator=gen)
+    inputs = tuple(t.requires_grad_() for t in (padded, weight, bias))
+    assert torch.autograd.gradcheck(_Conv.apply, inputs, eps=1e-6, atol=1e-8)

@@ -12,10 +12,10 @@ derived time of each preset's schedule.
 
 `--plain` times the same model with the straightforward formulation that the
 encoder's hand-written pieces replace, for a before/after ratio measured in one
-run: autograd through the padded slices of the ARM contexts and through
-`F.conv2d` for the upsampling passes (instead of `model._Contexts` and
-`model._UpsamplePass`), and glibc's default allocator settings (instead of
-`train.cpu_allocator_tuned`).
+run: autograd through the padded slices of the ARM contexts, through `F.conv2d`
+for the upsampling passes and through `F.conv2d` for the k x k synthesis layers
+(instead of `model._Contexts`, `model._UpsamplePass` and `model._Conv`), and
+glibc's default allocator settings (instead of `train.cpu_allocator_tuned`).
 """
 
 from __future__ import annotations
@@ -89,6 +89,16 @@ class PlainUpsamplePass:
         return y.permute(0, 2, 3, 1).reshape(c, h, 2 * w)[:, :, :n_out]
 
 
+class PlainConv:
+    """A k x k synthesis convolution with Torch's own convolution backward."""
+
+    @staticmethod
+    def apply(padded, weight, bias):
+        import torch.nn.functional as F
+
+        return F.conv2d(padded.unsqueeze(0), weight, bias)[0]
+
+
 def bench(args: argparse.Namespace, variant: str) -> None:
     """Time the training iterations of one variant ("tuned" or "plain") and print them."""
 
@@ -141,6 +151,7 @@ def bench(args: argparse.Namespace, variant: str) -> None:
     if variant == "plain":
         model_module.arm_contexts = plain_contexts
         model_module._UpsamplePass = PlainUpsamplePass
+        model_module._Conv = PlainConv
     allocator = cpu_allocator_tuned(device) if variant == "tuned" else contextlib.nullcontext()
     with allocator:
         for kind in ("phase1", "phase2"):
