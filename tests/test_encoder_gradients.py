@@ -35,7 +35,8 @@ def test_context_backward(n_ctx_rowcol: int) -> None:
 
 @pytest.mark.parametrize("vertical", [True, False])
 @pytest.mark.parametrize(
-    ("n_taps", "shape", "crop"), [(4, (2, 5, 6), 1), (2, (1, 3, 4), 0), (8, (2, 4, 3), 1)]
+    ("n_taps", "shape", "crop"),
+    [(4, (2, 5, 6), 1), (2, (1, 3, 4), 0), (8, (2, 4, 3), 1), (1, (2, 3, 3), 1)],
 )
 def test_upsampling_pass_backward(
     vertical: bool, n_taps: int, shape: tuple[int, int, int], crop: int
