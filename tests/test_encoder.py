@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -399,6 +401,13 @@ def test_cli_encodes_and_writes_json(tmp_path: Path, inputs) -> None:
     assert summary["bytes"] == len(data)
     for key in ("bpp", "psnr_db", "mac_per_pixel", "seconds"):
         assert key in summary
+    # The evaluation log ends at the last iteration, and the kept model is the best one
+    # evaluated in the last stage.
+    evaluations = summary["train_evaluations"]
+    assert [e["itr"] for e in evaluations] == sorted(e["itr"] for e in evaluations)
+    assert evaluations[-1]["itr"] == summary["iterations"]
+    last_stage = [e["loss"] for e in evaluations if e["stage"] == evaluations[-1]["stage"]]
+    assert summary["train_loss"] == pytest.approx(min(last_stage), rel=1e-6)
     decoded = coolchic_ref.decode(data)
     assert decoded.planes[0].shape == planes[0].shape
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -520,3 +529,22 @@ def _with_eval_every(every: int) -> dict:
     from coolchic_ref.encoder.presets import PRESETS
 
     return {name: replace(p, eval_every=every) for name, p in PRESETS.items()}
+
+
+def test_train_experiment_tool_reports_its_kept_model(tmp_path: Path, inputs) -> None:
+    path, _ = inputs["png-rgb-8"]
+    tool = Path(__file__).resolve().parent.parent / "tools" / "train_experiment.py"
+    schedule = '{"phase1_itr": 6, "phase2_itr": 2, "warmup_candidates": 1, "eval_every": 3}'
+    out = tmp_path / "runs.jsonl"
+    args = [sys.executable, str(tool), "tiny", "--image", str(path), "--crop", "0,0,8,12"]
+    done = subprocess.run(
+        [*args, "--set", schedule, "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert record["size"] == [8, 12]
+    assert [itr for _, itr, _ in record["log"]] == [3, 6, 8]
+    # The kept model is the best evaluated in the last stage: phase 2 ends at itr 8.
+    assert record["loss_e3"] == pytest.approx(record["log"][-1][2])
+    bad = subprocess.run([*args, "--set", '{"banana": 1}'], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown preset field" in bad.stderr

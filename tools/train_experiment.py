@@ -1,0 +1,117 @@
+"""Training-recipe experiments: train one model, print its hard-rounded loss log.
+
+    python tools/train_experiment.py NAME [--image kodim01.png] [--crop Y,X,H,W | none]
+        [--lmbda 1e-3] [--preset fast] [--set '{"latent_lr_scale": 3.0}']
+        [--op 2000] [--layers-synthesis ...] [--layers-arm ...] [--threads 1]
+        [--out results/experiments.jsonl]
+
+Trains exactly as `coolchic-ref encode` does (same Trainer, schedule and model), but
+stops before the weight quantization and the stream: the figure of merit is the loss
+with hard-rounded latents of the float model (MSE + lambda * estimated bpp, printed x
+1e3), which the quantization changes by well under 1 % (see the encoder JSON's
+`psnr_float_db` and `psnr_db`). `--set` overrides fields of the preset (`Preset` in
+`encoder/presets.py`: phase1_itr, phase2_itr, start_lr, phase2_lr, latent_lr_scale,
+warmup_candidates, warmup_itr, eval_every). A crop makes a run several times shorter;
+results on crops do not always carry over to the full picture, check the winner there.
+
+One JSON line per run goes to stdout and, with --out, is appended to a file: name,
+final loss, PSNR, bpp, seconds, the options and the evaluation log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGE = ROOT.parent / "shared" / "data" / "kodak" / "kodim01.png"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("name", help="Label of this run in the output.")
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument(
+        "--crop", default="256,192,384,256", help="Y,X,H,W of the crop, or 'none' (whole picture)."
+    )
+    parser.add_argument("--lmbda", type=float, default=1e-3)
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--set", default="{}", help="JSON object of preset fields to override.")
+    parser.add_argument("--op", default="2000")
+    parser.add_argument("--layers-synthesis", default=None)
+    parser.add_argument("--layers-arm", default=None)
+    parser.add_argument("--n-ctx-rowcol", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
+    parser.add_argument("--out", type=Path, default=None, help="Append the JSON line here.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from coolchic_ref.encoder.api import picture_targets
+    from coolchic_ref.encoder.image_io import read_picture
+    from coolchic_ref.encoder.model import n_channels_of
+    from coolchic_ref.encoder.presets import PRESETS, EncoderConfig
+    from coolchic_ref.encoder.train import Trainer, evaluate, resolve_device
+
+    torch.set_num_threads(args.threads)
+    picture = read_picture(args.image)
+    if args.crop != "none":
+        y, x, h, w = (int(v) for v in args.crop.split(","))
+        picture = replace(picture, planes=[p[y : y + h, x : x + w] for p in picture.planes])
+    overrides = json.loads(args.set)
+    known = {f.name for f in fields(PRESETS[args.preset])}
+    if set(overrides) - known:
+        parser.error(f"--set: unknown preset field(s) {sorted(set(overrides) - known)}")
+    preset = replace(PRESETS[args.preset], **overrides)
+    config = EncoderConfig(
+        op=args.op,
+        layers_synthesis=args.layers_synthesis,
+        layers_arm=args.layers_arm,
+        n_ctx_rowcol=args.n_ctx_rowcol,
+    )
+    arch = config.resolve_architecture(n_channels_of(picture.color_format))
+    device = resolve_device("cpu")
+    targets = picture_targets(picture, device)
+    start = time.perf_counter()
+    trainer = Trainer(
+        arch,
+        targets,
+        (picture.height, picture.width),
+        picture.color_format,
+        args.lmbda,
+        preset,
+        seed=args.seed,
+        device=device,
+    )
+    metrics = evaluate(trainer.run(), targets, args.lmbda)
+    record = {
+        "name": args.name,
+        "loss_e3": round(metrics.loss * 1e3, 5),
+        "psnr": round(metrics.psnr, 3),
+        "bpp": round(metrics.bpp, 5),
+        "seconds": round(time.perf_counter() - start, 1),
+        "image": args.image.name,
+        "size": [picture.height, picture.width],
+        "lmbda": args.lmbda,
+        "preset": asdict(preset),
+        "architecture": arch.describe(),
+        "log": [[e["stage"], e["itr"], round(e["loss"] * 1e3, 5)] for e in trainer.log],
+    }
+    line = json.dumps(record)
+    print(line)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as f:
+            f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
