@@ -548,3 +548,6 @@ def test_train_experiment_tool_reports_its_kept_model(tmp_path: Path, inputs) ->
     assert record["loss_e3"] == pytest.approx(record["log"][-1][2])
     bad = subprocess.run([*args, "--set", '{"banana": 1}'], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown preset field" in bad.stderr
+    for wrong, message in (("--preset=banana", "unknown preset"), ("--set=[1", "not JSON")):
+        bad = subprocess.run([*args, wrong], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.crop != "none":
         y, x, h, w = (int(v) for v in args.crop.split(","))
         picture = replace(picture, planes=[p[y : y + h, x : x + w] for p in picture.planes])
-    overrides = json.loads(args.set)
+    if args.preset not in PRESETS:
+        parser.error(f"--preset: unknown preset {args.preset!r} (choose from {', '.join(PRESETS)})")
+    try:
+        overrides = json.loads(args.set)
+    except json.JSONDecodeError as error:
+        parser.error(f"--set: not JSON ({error})")
+    if not isinstance(overrides, dict):
+        parser.error("--set: must be a JSON object")
     known = {f.name for f in fields(PRESETS[args.preset])}
     if set(overrides) - known:
         parser.error(f"--set: unknown preset field(s) {sorted(set(overrides) - known)}")
