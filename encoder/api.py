@@ -291,7 +291,6 @@ def _encode_once(
         device=device,
         progress=progress,
         checkpoint=checkpoint if ckpt_path is not None else None,
-        noise=str(config.extra.get("noise", "kumaraswamy")),
     )
     if resume and ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, weights_only=False, map_location=device)

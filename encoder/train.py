@@ -10,8 +10,10 @@ The schedule follows C3 (Kim et al., 2024):
 - warm-up (optional): a few candidates with different initialisations are trained
   briefly; the best one (by the loss with hard-rounded latents) goes on;
 - phase 1: latents pass through softround(softround(y, t) + noise, t); the temperature
-  t goes linearly from 0.3 to 0.1, the Kumaraswamy noise parameter from 2 (peaked) to 1
-  (uniform), and the learning rate follows a cosine decay from `start_lr` to 0;
+  t and the noise parameter follow the preset's linear schedules (by default t from 0.3
+  to 0.1 and Gaussian noise of standard deviation 0.25 to 0.15, close to Cool-chic's
+  current presets, 0.25 to 0.1, rather than C3's Kumaraswamy noise), and the learning rate follows a
+  cosine decay from `start_lr` to 0;
 - phase 2: hard rounding in the forward pass, straight-through gradient, small
   learning rate with cosine decay.
 
@@ -35,8 +37,6 @@ import torch
 from .model import CoolChic, Quantizer, activate
 from .presets import Architecture, Preset
 
-TEMPERATURE = (0.3, 0.1)  # phase-1 softround temperature, start -> end
-NOISE = (2.0, 1.0)  # phase-1 Kumaraswamy parameter a, start -> end (1 = uniform)
 WARMUP_TEMPERATURE = 0.3
 WARMUP_NOISE = 2.0
 STE_TEMPERATURE = 1e-4  # phase 2: softround gradient of a nearly hard rounding (Cool-chic)
@@ -212,7 +212,6 @@ class Trainer:
         device: torch.device,
         progress: ProgressFn | None = None,
         checkpoint: Callable[[dict], None] | None = None,
-        noise: str = "kumaraswamy",
         latent_lr_scale: float | None = None,
     ) -> None:
         self.arch = arch
@@ -225,7 +224,6 @@ class Trainer:
         self.device = device
         self.progress = progress
         self.checkpoint = checkpoint
-        self.noise = noise
         self.latent_lr_scale = (
             preset.latent_lr_scale if latent_lr_scale is None else latent_lr_scale
         )
@@ -258,12 +256,12 @@ class Trainer:
         return model.to(self.device)
 
     def _quantizer(self, stage: _Stage, itr: int) -> Quantizer:
+        p = self.preset
         if stage.kind == "warmup":
-            return Quantizer("softround", WARMUP_TEMPERATURE, self.noise, WARMUP_NOISE)
+            return Quantizer("softround", WARMUP_TEMPERATURE, "kumaraswamy", WARMUP_NOISE)
         if stage.kind == "phase1":
-            t = _linear(TEMPERATURE, itr, stage.n_itr)
-            a = _linear(NOISE, itr, stage.n_itr) if self.noise == "kumaraswamy" else 1.0
-            return Quantizer("softround", t, self.noise, a)
+            t = _linear(p.temperature, itr, stage.n_itr)
+            return Quantizer("softround", t, p.noise, _linear(p.noise_param, itr, stage.n_itr))
         return Quantizer("ste", STE_TEMPERATURE)
 
     def _optimizer(self, model: CoolChic, lr: float) -> torch.optim.Optimizer:
