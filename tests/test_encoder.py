@@ -551,3 +551,7 @@ def test_train_experiment_tool_reports_its_kept_model(tmp_path: Path, inputs) ->
     for wrong, message in (("--preset=banana", "unknown preset"), ("--set=[1", "not JSON")):
         bad = subprocess.run([*args, wrong], capture_output=True, text=True)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+    height, width = read_picture(path).planes[0].shape
+    for crop, message in ((f"0,0,{height + 1},4", "not inside"), ("0,0,8", "four integers")):
+        bad = subprocess.run([*args[:-1], crop], capture_output=True, text=True)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", help="Label of this run in the output.")
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument(
-        "--crop", default="256,192,384,256", help="Y,X,H,W of the crop, or 'none' (whole picture)."
+        "--crop", default="256,192,256,256", help="Y,X,H,W of the crop, or 'none' (whole picture)."
     )
     parser.add_argument("--lmbda", type=float, default=1e-3)
     parser.add_argument("--preset", default="fast")
@@ -63,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     picture = read_picture(args.image)
     if args.crop != "none":
-        y, x, h, w = (int(v) for v in args.crop.split(","))
+        try:
+            y, x, h, w = (int(v) for v in args.crop.split(","))
+        except ValueError:
+            parser.error(f"--crop {args.crop!r}: expected four integers Y,X,H,W")
+        # Slicing would silently cut a crop that overhangs the picture: refuse it instead.
+        if min(y, x) < 0 or min(h, w) < 1 or y + h > picture.height or x + w > picture.width:
+            parser.error(
+                f"--crop {args.crop}: rows {y}..{y + h - 1}, columns {x}..{x + w - 1} are not "
+                f"inside the {picture.height}x{picture.width} picture"
+            )
         picture = replace(picture, planes=[p[y : y + h, x : x + w] for p in picture.planes])
     if args.preset not in PRESETS:
         parser.error(f"--preset: unknown preset {args.preset!r} (choose from {', '.join(PRESETS)})")
