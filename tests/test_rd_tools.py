@@ -187,6 +187,18 @@ def test_bd_rate_reproduces_the_conventional_anchor_report(bjontegaard, tmp_path
 
 
 @needs_anchors
+def test_between_anchors_reproduces_the_conventional_anchor_report(bjontegaard, capsys) -> None:
+    """kodak-conventional.md: Cool-chic 5.0 vs x265 on the dataset averages, -25.7 %."""
+    assert bd.main(["--between-anchors", "Cool-chic 5.0,x265"]) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("BD-rate ")[1].split()[0]) == pytest.approx(-25.7, abs=0.05)
+    assert bd.main(["--between-anchors", "BPG444,BPG444"]) == 0
+    assert "BD-rate +0.00 %" in capsys.readouterr().out
+    for wrong in ("x265", "x265,banana"):
+        assert bd.main(["--between-anchors", wrong]) == 2
+
+
+@needs_anchors
 def test_bd_rate_cli_prints_a_table(bjontegaard, tmp_path: Path, capsys) -> None:
     results = tmp_path / "rd.tsv"
     writer = rd_eval.ResultsWriter(results)

@@ -447,6 +447,40 @@ def format_table(rows: Sequence[Row], fmt: str = "text") -> str:
     return "\n".join(out)
 
 
+def dataset_curve(anchor: Anchor, dataset: str) -> list[Point]:
+    """An anchor's dataset-average curve: published as such, or the mean over the dataset's
+    images (all of the anchor's images when the dataset has no fixed list)."""
+    if not anchor.is_per_image:
+        assert anchor.average is not None
+        return list(anchor.average)
+    assert anchor.per_image is not None
+    images = KODAK_IMAGES if dataset == "kodak" else sorted(anchor.per_image)
+    curve, _, _ = average_curve(anchor.per_image, [i for i in images if i in anchor.per_image])
+    return curve
+
+
+def _print_between_anchors(anchors: Sequence[Anchor], names: str, dataset: str, method: str) -> int:
+    parts = [n.strip() for n in names.split(",")]
+    if len(parts) != 2 or not all(parts):
+        print(f"error: --between-anchors {names!r}: expected TEST,REF", file=sys.stderr)
+        return 2
+    try:
+        test, ref = (select_anchors(anchors, name)[0] for name in parts)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    result = bd_rate(dataset_curve(ref, dataset), dataset_curve(test, dataset), method)
+    overlap = (
+        f"{result.psnr_lo:.2f}-{result.psnr_hi:.2f} dB" if math.isfinite(result.psnr_lo) else "-"
+    )
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    print(
+        f"{test.name} vs {ref.name} ({dataset} dataset averages, {method}): "
+        f"BD-rate {_pct(result.value)} %, PSNR overlap {overlap}{notes}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -475,6 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
         " default: all of the dataset. --list-anchors shows them.",
     )
     parser.add_argument("--list-anchors", action="store_true", help="List anchors and exit.")
+    parser.add_argument(
+        "--between-anchors",
+        metavar="TEST,REF",
+        default=None,
+        help="Print the BD-rate of one anchor against another on their dataset-average "
+        "curves (per-image anchors averaged over the whole dataset) and exit; e.g. "
+        "'x265,BPG444' relates the per-image x265 anchor to the published BPG444 curve.",
+    )
     parser.add_argument(
         "--anchor-dir",
         type=Path,
@@ -507,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for anchor in all_anchors:
             print(f"{anchor.name}\t{anchor.source}")
         return 0
+    if args.between_anchors is not None:
+        return _print_between_anchors(all_anchors, args.between_anchors, args.dataset, args.method)
     try:
         anchors = select_anchors(all_anchors, args.anchors)
     except ValueError as error:
