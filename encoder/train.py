@@ -12,8 +12,8 @@ The schedule follows C3 (Kim et al., 2024):
 - phase 1: latents pass through softround(softround(y, t) + noise, t); the temperature
   t and the noise parameter follow the preset's linear schedules (by default t from 0.3
   to 0.1 and Gaussian noise of standard deviation 0.25 to 0.15, close to Cool-chic's
-  current presets, 0.25 to 0.1, rather than C3's Kumaraswamy noise), and the learning rate follows a
-  cosine decay from `start_lr` to 0;
+  current presets, 0.25 to 0.1, rather than C3's Kumaraswamy noise), and the learning
+  rate follows a cosine decay from `start_lr` to 0;
 - phase 2: hard rounding in the forward pass, straight-through gradient, small
   learning rate with cosine decay.
 

@@ -11,8 +11,10 @@ with hard-rounded latents of the float model (MSE + lambda * estimated bpp, prin
 1e3), which the quantization changes by well under 1 % (see the encoder JSON's
 `psnr_float_db` and `psnr_db`). `--set` overrides fields of the preset (`Preset` in
 `encoder/presets.py`: phase1_itr, phase2_itr, start_lr, phase2_lr, latent_lr_scale,
-warmup_candidates, warmup_itr, eval_every). A crop makes a run several times shorter;
-results on crops do not always carry over to the full picture, check the winner there.
+warmup_candidates, warmup_itr, eval_every, and the phase-1 schedules temperature,
+noise and noise_param, e.g. `--set '{"noise": "kumaraswamy", "noise_param": [2, 1]}'`).
+A crop makes a run several times shorter; results on crops do not always carry over
+to the full picture, check the winner there.
 
 One JSON line per run goes to stdout and, with --out, is appended to a file: name,
 final loss, PSNR, bpp, seconds, the options and the evaluation log.
