@@ -199,6 +199,22 @@ def test_between_anchors_reproduces_the_conventional_anchor_report(bjontegaard, 
 
 
 @needs_anchors
+def test_between_anchors_uses_the_images_both_per_image_anchors_have(capsys) -> None:
+    """jvet: the Cool-chic releases do not cover the same pictures."""
+    anchors = {a.name: a for a in bd.load_anchors(ANCHOR_DIR, "jvet")}
+    new, old = anchors["Cool-chic 5.0"], anchors["Cool-chic 4.2"]
+    common = sorted(set(new.per_image) & set(old.per_image))
+    assert 0 < len(common) < len(set(new.per_image) | set(old.per_image))
+    curves = [bd.average_curve(a.per_image, common)[0] for a in (old, new)]
+    expected = bd.bd_rate(*curves).value
+    args = ["--dataset", "jvet", "--between-anchors", "Cool-chic 5.0,Cool-chic 4.2"]
+    assert bd.main(args) == 0
+    out = capsys.readouterr().out
+    assert float(out.split("BD-rate ")[1].split()[0]) == pytest.approx(expected, abs=0.005)
+    assert f"their {len(common)} common image(s)" in out
+
+
+@needs_anchors
 def test_bd_rate_cli_prints_a_table(bjontegaard, tmp_path: Path, capsys) -> None:
     results = tmp_path / "rd.tsv"
     writer = rd_eval.ResultsWriter(results)

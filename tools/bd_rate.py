@@ -447,15 +447,14 @@ def format_table(rows: Sequence[Row], fmt: str = "text") -> str:
     return "\n".join(out)
 
 
-def dataset_curve(anchor: Anchor, dataset: str) -> list[Point]:
-    """An anchor's dataset-average curve: published as such, or the mean over the dataset's
-    images (all of the anchor's images when the dataset has no fixed list)."""
+def dataset_curve(anchor: Anchor, images: Sequence[str]) -> list[Point]:
+    """An anchor's dataset-average curve: published as such, or the mean over `images`
+    of a per-image anchor."""
     if not anchor.is_per_image:
         assert anchor.average is not None
         return list(anchor.average)
     assert anchor.per_image is not None
-    images = KODAK_IMAGES if dataset == "kodak" else sorted(anchor.per_image)
-    curve, _, _ = average_curve(anchor.per_image, [i for i in images if i in anchor.per_image])
+    curve, _, _ = average_curve(anchor.per_image, images)
     return curve
 
 
@@ -469,7 +468,11 @@ def _print_between_anchors(anchors: Sequence[Anchor], names: str, dataset: str, 
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    result = bd_rate(dataset_curve(ref, dataset), dataset_curve(test, dataset), method)
+    # Two per-image anchors are averaged over the images both have: releases differ in
+    # which pictures they cover (e.g. jvet: 18 in Cool-chic 5.0, 20 in 4.2).
+    per_image = [set(a.per_image) for a in (test, ref) if a.per_image is not None]
+    images = sorted(set.intersection(*per_image)) if per_image else []
+    result = bd_rate(dataset_curve(ref, images), dataset_curve(test, images), method)
     overlap = (
         f"{result.psnr_lo:.2f}-{result.psnr_hi:.2f} dB" if math.isfinite(result.psnr_lo) else "-"
     )
@@ -478,6 +481,8 @@ def _print_between_anchors(anchors: Sequence[Anchor], names: str, dataset: str, 
         f"{test.name} vs {ref.name} ({dataset} dataset averages, {method}): "
         f"BD-rate {_pct(result.value)} %, PSNR overlap {overlap}{notes}"
     )
+    if len(per_image) == 2:
+        print(f"  per-image anchors averaged over their {len(images)} common image(s)")
     return 0
 
 
