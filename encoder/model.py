@@ -90,6 +90,9 @@ def kumaraswamy_noise(shape: torch.Size, a: float, device: torch.device) -> Tens
     return (1.0 - (1.0 - u).clamp_min(1e-12) ** (1.0 / b)) ** (1.0 / a) - 0.5
 
 
+NOISE_KINDS = ("gaussian", "kumaraswamy", "uniform", "none")
+
+
 @dataclass
 class Quantizer:
     """How the latents are quantized during training.

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .bitstream import LayerDesc, context_size, grid_shape, parse_layers
+from .model import NOISE_KINDS
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,22 @@ class Preset:
     eval_every: int = 100  # iterations between evaluations with hard rounding
     quant_search: str = "exact"  # "exact" (integer model) or "fast" (float proxy + check)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # A schedule is checked when it is built, so that a bad `--set` override fails
+        # at start-up rather than after the warm-up has run.
+        if self.noise not in NOISE_KINDS:
+            raise ValueError(f"unknown noise {self.noise!r} (choose from {', '.join(NOISE_KINDS)})")
+        if self.quant_search not in ("exact", "fast"):
+            raise ValueError(f"unknown quant_search {self.quant_search!r} (exact or fast)")
+        for name in ("temperature", "noise_param"):
+            schedule = getattr(self, name)
+            if len(schedule) != 2 or not all(isinstance(v, (int, float)) for v in schedule):
+                raise ValueError(f"{name} must be two numbers (start, end), not {schedule!r}")
+        if min(self.phase1_itr, self.phase2_itr, self.warmup_itr) < 0:
+            raise ValueError("iteration counts must not be negative")
+        if self.warmup_candidates < 1 or self.eval_every < 1:
+            raise ValueError("warmup_candidates and eval_every must be at least 1")
 
     @property
     def total_itr(self) -> int:

@@ -523,6 +523,25 @@ def test_sigint_subprocess_leaves_no_output_then_resume(tmp_path: Path, inputs) 
     assert coolchic_ref.decode(out.read_bytes()).planes[0].shape == (24, 32)
 
 
+def test_preset_rejects_a_bad_schedule_when_built() -> None:
+    from dataclasses import replace
+
+    from coolchic_ref.encoder.presets import PRESETS
+
+    fast = PRESETS["fast"]
+    assert replace(fast, noise="uniform").noise == "uniform"
+    for bad, message in (
+        (dict(noise="gauss"), "unknown noise"),
+        (dict(quant_search="slow"), "unknown quant_search"),
+        (dict(noise_param=(0.25,)), "two numbers"),
+        (dict(temperature=("hot", 0.1)), "two numbers"),
+        (dict(phase2_itr=-1), "negative"),
+        (dict(eval_every=0), "at least 1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            replace(fast, **bad)
+
+
 def _with_eval_every(every: int) -> dict:
     from dataclasses import replace
 
@@ -548,7 +567,11 @@ def test_train_experiment_tool_reports_its_kept_model(tmp_path: Path, inputs) ->
     assert record["loss_e3"] == pytest.approx(record["log"][-1][2])
     bad = subprocess.run([*args, "--set", '{"banana": 1}'], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown preset field" in bad.stderr
-    for wrong, message in (("--preset=banana", "unknown preset"), ("--set=[1", "not JSON")):
+    for wrong, message in (
+        ("--preset=banana", "unknown preset"),
+        ("--set=[1", "not JSON"),
+        ('--set={"noise": "gauss"}', "unknown noise 'gauss'"),
+    ):
         bad = subprocess.run([*args, wrong], capture_output=True, text=True)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
     height, width = read_picture(path).planes[0].shape

@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     known = {f.name for f in fields(PRESETS[args.preset])}
     if set(overrides) - known:
         parser.error(f"--set: unknown preset field(s) {sorted(set(overrides) - known)}")
-    preset = replace(PRESETS[args.preset], **overrides)
+    try:
+        preset = replace(PRESETS[args.preset], **overrides)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--set: {error}")
     config = EncoderConfig(
         op=args.op,
         layers_synthesis=args.layers_synthesis,
