@@ -5,9 +5,9 @@
 
 Builds the model of operating point `--op` for the picture, then times `--iters`
 training iterations (forward, backward, Adam step) of each kind: phase 1 (soft
-rounding + the `medium` preset's noise) and phase 2 (straight-through rounding), plus the
-hard-rounding evaluation. The first `--warmup` iterations of each kind are not
-counted. Prints the median and the spread (min-max) in milliseconds, and the
+rounding + the `medium` preset's noise) and phase 2 (straight-through rounding),
+plus the hard-rounding evaluation. The first `--warmup` iterations of each kind are
+not counted. Prints the median and the spread (min-max) in milliseconds, and the
 derived time of each preset's schedule.
 
 `--plain` times the same model with the straightforward formulation that the
