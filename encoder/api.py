@@ -213,7 +213,8 @@ def encode(
     details = {
         "lmbda": config.lmbda,
         "preset": config.preset,
-        "op": config.op,
+        "op": config.resolve_op(),
+        "op_requested": config.op,
         "architecture": arch.describe(),
         "device": device.type,
         "seed": config.seed,

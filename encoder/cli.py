@@ -24,14 +24,23 @@ from typing import Any
 import click
 
 from .image_io import InputError
-from .presets import DEFAULT_OP, DEFAULT_PRESET, OPERATING_POINTS, PRESETS
+from .presets import (
+    AUTO_LARGE_OP,
+    AUTO_OP,
+    AUTO_SMALL_OP,
+    AUTO_SMALL_OP_MIN_LMBDA,
+    DEFAULT_OP,
+    DEFAULT_PRESET,
+    OPERATING_POINTS,
+    PRESETS,
+)
 
 EXIT_IO = 1
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 PRESET_NAMES = tuple(PRESETS)
-OP_NAMES = tuple(OPERATING_POINTS)
+OP_NAMES = (*OPERATING_POINTS, AUTO_OP)
 
 
 def _one_line(text: object) -> str:
@@ -154,7 +163,10 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     type=click.Choice(OP_NAMES),
     default=DEFAULT_OP,
     show_default=True,
-    help="Decoder operating point, about this many MAC per pixel.",
+    help=(
+        "Decoder operating point, about this many MAC per pixel; auto: "
+        f"{AUTO_SMALL_OP} for lambda >= {AUTO_SMALL_OP_MIN_LMBDA:g}, else {AUTO_LARGE_OP}."
+    ),
 )
 @click.option(
     "--start_lr",
@@ -341,5 +353,5 @@ def encode_command(
         f"wrote {output}: {len(result.stream)} bytes, {result.bpp:.4f} bpp, "
         f"PSNR {result.psnr:.2f} dB, {result.mac_per_pixel:.0f} MAC/pixel, "
         f"{result.seconds:.1f} s ({result.width}x{result.height}, preset {preset}, "
-        f"op {op}, lambda {lmbda:g})"
+        f"op {result.details['op']}, lambda {lmbda:g})"
     )

@@ -35,7 +35,15 @@ from coolchic_ref.encoder.model import (  # noqa: E402
     arm_contexts,
     laplace_bits,
 )
-from coolchic_ref.encoder.presets import OPERATING_POINTS, EncoderConfig, mac_per_pixel  # noqa: E402
+from coolchic_ref.encoder.presets import (  # noqa: E402
+    AUTO_LARGE_OP,
+    AUTO_OP,
+    AUTO_SMALL_OP,
+    AUTO_SMALL_OP_MIN_LMBDA,
+    OPERATING_POINTS,
+    EncoderConfig,
+    mac_per_pixel,
+)
 from coolchic_ref.encoder.random_codec import random_codec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -312,6 +320,20 @@ def test_operating_points_have_the_advertised_complexity() -> None:
         total = mac_per_pixel(arch, 512, 768)["total"]
         assert 0.75 * target <= total <= 1.25 * target, (name, total)
     assert set(OPERATING_POINTS) == {"500", "1000", "2000", "3000"}
+
+
+def test_auto_operating_point_follows_lambda() -> None:
+    """`--op auto` (the default) takes the small networks at low rates only."""
+    assert EncoderConfig().op == AUTO_OP
+    low, high = AUTO_SMALL_OP_MIN_LMBDA / 2, AUTO_SMALL_OP_MIN_LMBDA
+    assert EncoderConfig(lmbda=low).resolve_op() == AUTO_LARGE_OP
+    assert EncoderConfig(lmbda=high).resolve_op() == AUTO_SMALL_OP
+    for lmbda, name in ((low, AUTO_LARGE_OP), (0.02, AUTO_SMALL_OP)):
+        auto = EncoderConfig(lmbda=lmbda).resolve_architecture(3)
+        assert auto == EncoderConfig(lmbda=lmbda, op=name).resolve_architecture(3)
+    assert AUTO_SMALL_OP != AUTO_LARGE_OP
+    # An explicit operating point is kept at every lambda.
+    assert EncoderConfig(lmbda=0.02, op="2000").resolve_op() == "2000"
 
 
 def test_architecture_options() -> None:
