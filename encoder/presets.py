@@ -169,9 +169,9 @@ DEFAULT_OP = AUTO_OP
 # low rates the smaller networks of op 1000 are worth the capacity they give up. Measured
 # with `medium` on kodim01-04 (tools/results/recipe-experiments.md, "Operating point
 # against lambda"): RD cost of op 1000 against op 2000 -1.85 % on average at lambda
-# 0.02, -0.5 % at 0.004, at half the decoder's multiplications; +5.6 % and +4.0 % at
-# 0.001 (kodim03, kodim04). The switch lies between the measured lambdas 0.001 and
-# 0.004; 0.002 is their geometric middle, not measured.
+# 0.02, -0.5 % at 0.004, at half the decoder's multiplications; +2.65 % at 0.001. The
+# switch lies between the measured lambdas 0.001 and 0.004; 0.002 is their geometric
+# middle, not measured.
 AUTO_SMALL_OP = "1000"
 AUTO_LARGE_OP = "2000"
 AUTO_SMALL_OP_MIN_LMBDA = 0.002
