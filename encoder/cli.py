@@ -26,12 +26,11 @@ import click
 from .image_io import InputError
 from .presets import (
     AUTO_LARGE_OP,
-    AUTO_OP,
     AUTO_SMALL_OP,
     AUTO_SMALL_OP_MIN_LMBDA,
     DEFAULT_OP,
     DEFAULT_PRESET,
-    OPERATING_POINTS,
+    OP_NAMES,
     PRESETS,
 )
 
@@ -40,7 +39,6 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 PRESET_NAMES = tuple(PRESETS)
-OP_NAMES = (*OPERATING_POINTS, AUTO_OP)
 
 
 def _one_line(text: object) -> str:

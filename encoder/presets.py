@@ -163,6 +163,7 @@ OPERATING_POINTS: dict[str, OperatingPoint] = {
 
 AUTO_OP = "auto"
 DEFAULT_OP = AUTO_OP
+OP_NAMES: tuple[str, ...] = (*OPERATING_POINTS, AUTO_OP)  # what `--op` accepts
 
 # `--op auto`: the networks' weights cost about the same at every rate (0.02 to 0.04
 # bpp on a Kodak picture at op 2000) while the latents' rate falls with lambda, so at
@@ -312,7 +313,7 @@ class EncoderConfig:
         if self.op == AUTO_OP:
             return auto_operating_point(self.lmbda)
         if self.op not in OPERATING_POINTS:
-            names = ", ".join((*OPERATING_POINTS, AUTO_OP))
+            names = ", ".join(OP_NAMES)
             raise ValueError(f"unknown operating point {self.op!r} (choose from {names})")
         return self.op
 
