@@ -466,3 +466,80 @@ def test_parallel_encodes_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> No
     assert rd_eval.thread_env(4, n_cpus=2)["OMP_NUM_THREADS"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's choice wins
     assert rd_eval.thread_env(4, n_cpus=16) is None
+
+
+# ----------------------------------------------------------------------------- BPG anchor
+
+FAKE_BPGENC = """\
+import sys, pathlib
+args = sys.argv[1:]
+with open(pathlib.Path(__file__).with_name("bpg_calls.log"), "a") as log:
+    log.write(" ".join(args) + "\\n")
+pathlib.Path(args[args.index("-o") + 1]).write_bytes(pathlib.Path(args[-1]).read_bytes())
+"""
+
+FAKE_BPGDEC = """\
+import sys
+import imageio.v3 as iio
+import numpy as np
+args = sys.argv[1:]
+image = iio.imread(args[-1])
+out = np.where(image == 255, 254, image + 1).astype(np.uint8)  # every sample off by one
+iio.imwrite(args[args.index("-o") + 1], out)
+"""
+
+
+def _stand_in_program(path: Path, source: str) -> Path:
+    path.write_text(f"#!{sys.executable}\n{source}")
+    path.chmod(0o755)
+    return path
+
+
+def test_anchor_bpg_measures_resumes_and_feeds_bd_rate(tmp_path: Path, capsys) -> None:
+    import anchor_bpg
+    import imageio.v3 as iio
+
+    bpgenc = _stand_in_program(tmp_path / "bpgenc", FAKE_BPGENC)
+    bpgdec = _stand_in_program(tmp_path / "bpgdec", FAKE_BPGDEC)
+    image = tmp_path / "kodim01.png"
+    rng = np.random.default_rng(1)
+    iio.imwrite(image, rng.integers(0, 255, size=(8, 12, 3), dtype=np.uint8))
+    results = tmp_path / "bpg.tsv"
+    argv = ["--bpgenc", str(bpgenc), "--bpgdec", str(bpgdec), "--images", str(image)]
+    argv += ["--results", str(results)]
+    assert anchor_bpg.main([*argv, "--qps", "30,40"]) == 0
+    rows = bd._read_tsv(results)
+    assert [(r["codec"], r["setting"], r["image"]) for r in rows] == [
+        ("BPG444-measured", "30", "kodim01"),
+        ("BPG444-measured", "40", "kodim01"),
+    ]
+    size = image.stat().st_size
+    assert int(rows[0]["bytes"]) == size
+    assert float(rows[0]["bpp"]) == pytest.approx(8 * size / (8 * 12), abs=1e-6)
+    assert float(rows[0]["psnr_rgb"]) == pytest.approx(10 * math.log10(255**2), abs=1e-4)
+    calls = (tmp_path / "bpg_calls.log").read_text().splitlines()
+    assert calls[0].split()[2:] == "-q 30 -f 444 -e x265 -c ycbcr -b 8 -m 8".split() + [str(image)]
+
+    # Resume: only the new QP is encoded.
+    assert anchor_bpg.main([*argv, "--qps", "30-41"]) == 0
+    calls = (tmp_path / "bpg_calls.log").read_text().splitlines()
+    assert len(calls) == 2 + 10 and len(bd._read_tsv(results)) == 12
+    assert anchor_bpg.main([*argv, "--qps", "52"]) == 2
+    assert anchor_bpg.main([*argv, "--bpgenc", str(tmp_path / "none"), "--qps", "3"]) == 2
+
+    # bd_rate --extra-anchors reads the file; it is a per-image anchor.
+    anchors = bd.load_extra_anchors([results])
+    assert [a.name for a in anchors] == ["BPG444-measured"]
+    assert set(anchors[0].per_image["kodim01"]) == {str(q) for q in range(30, 42)}
+    with pytest.raises(ValueError, match="no anchor file"):
+        bd.load_extra_anchors([tmp_path / "missing.tsv"])
+    capsys.readouterr()
+
+
+def test_parse_qps() -> None:
+    import anchor_bpg
+
+    assert anchor_bpg.parse_qps("20-22,30") == [20, 21, 22, 30]
+    for bad in ("", "40-30", "0-52", "x"):
+        with pytest.raises(ValueError):
+            anchor_bpg.parse_qps(bad)

@@ -169,6 +169,17 @@ def load_anchors(anchor_dir: Path, dataset: str = "kodak") -> list[Anchor]:
     return anchors
 
 
+def load_extra_anchors(paths: Iterable[Path]) -> list[Anchor]:
+    """Per-image anchors from TSVs in the format of `kodak-conventional.tsv` (e.g. the
+    measured BPG of tools/anchor_bpg.py); ValueError names a missing or bad file."""
+    anchors: list[Anchor] = []
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"no anchor file {path}")
+        anchors += list(load_conventional(path).values())
+    return anchors
+
+
 def select_anchors(anchors: Sequence[Anchor], names: str | None) -> list[Anchor]:
     """Anchors named in the comma-separated `names`, in that order (exact name first,
     else case-insensitive); all of them when `names` is empty."""
@@ -486,6 +497,19 @@ def _print_between_anchors(anchors: Sequence[Anchor], names: str, dataset: str, 
     return 0
 
 
+def add_extra_anchors_option(parser: argparse.ArgumentParser) -> None:
+    """The `--extra-anchors` option, shared with tools/plot_rd.py."""
+    parser.add_argument(
+        "--extra-anchors",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="TSV",
+        help="More per-image anchors in the format of kodak-conventional.tsv (codec, setting, "
+        "image, bpp, psnr_rgb), e.g. tools/results/kodak-bpg444.tsv from tools/anchor_bpg.py.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -528,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Anchor folder (default: $COOLCHIC_ANCHORS or shared/anchors by the repository).",
     )
+    add_extra_anchors_option(parser)
     parser.add_argument(
         "--dataset", default="kodak", choices=sorted(DATASETS), help="Anchor set (default: kodak)."
     )
@@ -550,6 +575,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no anchor folder {anchor_dir} (see --anchor-dir)", file=sys.stderr)
         return 2
     all_anchors = load_anchors(anchor_dir, args.dataset)
+    try:
+        all_anchors += load_extra_anchors(args.extra_anchors)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.list_anchors:
         for anchor in all_anchors:
             print(f"{anchor.name}\t{anchor.source}")

@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--anchor-dir", type=Path, default=None, help="Anchor folder (as tools/bd_rate.py)."
     )
+    bd.add_extra_anchors_option(parser)
     parser.add_argument("--dataset", default="kodak", choices=sorted(bd.DATASETS))
     parser.add_argument("--logx", action="store_true", help="Logarithmic rate axis.")
     parser.add_argument("--max-bpp", type=float, default=None, help="Right end of the rate axis.")
@@ -199,7 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: no anchor folder {anchor_dir} (see --anchor-dir)", file=sys.stderr)
             return 2
         try:
-            anchors = bd.select_anchors(bd.load_anchors(anchor_dir, args.dataset), args.anchors)
+            known = bd.load_anchors(anchor_dir, args.dataset)
+            known += bd.load_extra_anchors(args.extra_anchors)
+            anchors = bd.select_anchors(known, args.anchors)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

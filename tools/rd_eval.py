@@ -173,14 +173,19 @@ class ResultsWriter:
     or empty file; repairs a last line left without its newline by a crash.
     """
 
-    def __init__(self, path: Path, columns: Sequence[str] = COLUMNS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        columns: Sequence[str] = COLUMNS,
+        required: Sequence[str] = REQUIRED_COLUMNS,
+    ) -> None:
         self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         existing = path.read_text(encoding="utf-8") if path.exists() else ""
         if existing.strip():
             self.columns = existing.splitlines()[0].split("\t")
-            missing = [c for c in REQUIRED_COLUMNS if c not in self.columns]
+            missing = [c for c in required if c not in self.columns]
             if missing:
                 raise ValueError(f"{path}: header lacks column(s) {', '.join(missing)}")
             if not existing.endswith("\n"):
