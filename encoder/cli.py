@@ -25,13 +25,11 @@ import click
 
 from .image_io import InputError
 from .presets import (
-    AUTO_LARGE_OP,
-    AUTO_SMALL_OP,
-    AUTO_SMALL_OP_MIN_LMBDA,
     DEFAULT_OP,
     DEFAULT_PRESET,
     OP_NAMES,
     PRESETS,
+    describe_auto_rule,
 )
 
 EXIT_IO = 1
@@ -161,10 +159,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     type=click.Choice(OP_NAMES),
     default=DEFAULT_OP,
     show_default=True,
-    help=(
-        "Decoder operating point, about this many MAC per pixel; auto: "
-        f"{AUTO_SMALL_OP} for lambda >= {AUTO_SMALL_OP_MIN_LMBDA:g}, else {AUTO_LARGE_OP}."
-    ),
+    help=(f"Decoder operating point, about this many MAC per pixel; auto: {describe_auto_rule()}."),
 )
 @click.option(
     "--start_lr",

@@ -167,20 +167,26 @@ OP_NAMES: tuple[str, ...] = (*OPERATING_POINTS, AUTO_OP)  # what `--op` accepts
 
 # `--op auto`: the networks' weights cost about the same at every rate (0.02 to 0.04
 # bpp on a Kodak picture at op 2000) while the latents' rate falls with lambda, so at
-# low rates the smaller networks of op 1000 are worth the capacity they give up. Measured
-# with `medium` on kodim01-04 (tools/results/recipe-experiments.md, "Operating point
-# against lambda"): RD cost of op 1000 against op 2000 -1.85 % on average at lambda
-# 0.02, -0.5 % at 0.004, at half the decoder's multiplications; +2.65 % at 0.001. The
-# switch lies between the measured lambdas 0.001 and 0.004; 0.002 is their geometric
-# middle, not measured.
-AUTO_SMALL_OP = "1000"
-AUTO_LARGE_OP = "2000"
-AUTO_SMALL_OP_MIN_LMBDA = 0.002
+# low rates the smaller networks are worth the capacity they give up. Measured with
+# `medium` on kodim01-04 (tools/results/recipe-experiments.md, "Operating point
+# against lambda"): RD cost MSE + lambda * bpp of op 1000 against op 2000 -1.85 % on
+# average at lambda 0.02, -0.5 % at 0.004, +2.65 % at 0.001; of op 500 against op 1000
+# -3.8 % at 0.02 (better on all four pictures), +3.5 % at 0.004 (worse on all four). Each
+# switch lies between two measured lambdas, near their geometric middle (0.009 for 0.004
+# and 0.02, 0.002 for 0.001 and 0.004), which was not measured itself.
+AUTO_OPS: tuple[tuple[float, str], ...] = ((0.009, "500"), (0.002, "1000"))
+AUTO_DEFAULT_OP = "2000"  # below the smallest lambda of AUTO_OPS
 
 
 def auto_operating_point(lmbda: float) -> str:
     """The operating point `--op auto` takes at this lambda (rate weight of MSE + lmbda * bpp)."""
-    return AUTO_SMALL_OP if lmbda >= AUTO_SMALL_OP_MIN_LMBDA else AUTO_LARGE_OP
+    return next((op for min_lmbda, op in AUTO_OPS if lmbda >= min_lmbda), AUTO_DEFAULT_OP)
+
+
+def describe_auto_rule() -> str:
+    """`--op auto` in words, e.g. '500 for lambda >= 0.009, 1000 for lambda >= 0.002, else 2000'."""
+    rules = [f"{op} for lambda >= {min_lmbda:g}" for min_lmbda, op in AUTO_OPS]
+    return ", ".join([*rules, f"else {AUTO_DEFAULT_OP}"])
 
 
 @dataclass

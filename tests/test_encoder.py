@@ -36,10 +36,9 @@ from coolchic_ref.encoder.model import (  # noqa: E402
     laplace_bits,
 )
 from coolchic_ref.encoder.presets import (  # noqa: E402
-    AUTO_LARGE_OP,
+    AUTO_DEFAULT_OP,
     AUTO_OP,
-    AUTO_SMALL_OP,
-    AUTO_SMALL_OP_MIN_LMBDA,
+    AUTO_OPS,
     OPERATING_POINTS,
     EncoderConfig,
     mac_per_pixel,
@@ -323,15 +322,22 @@ def test_operating_points_have_the_advertised_complexity() -> None:
 
 
 def test_auto_operating_point_follows_lambda() -> None:
-    """`--op auto` (the default) takes the small networks at low rates only."""
+    """`--op auto` (the default) takes smaller networks as lambda grows."""
     assert EncoderConfig().op == AUTO_OP
-    low, high = AUTO_SMALL_OP_MIN_LMBDA / 2, AUTO_SMALL_OP_MIN_LMBDA
-    assert EncoderConfig(lmbda=low).resolve_op() == AUTO_LARGE_OP
-    assert EncoderConfig(lmbda=high).resolve_op() == AUTO_SMALL_OP
-    for lmbda, name in ((low, AUTO_LARGE_OP), (0.02, AUTO_SMALL_OP)):
+    thresholds = [min_lmbda for min_lmbda, _ in AUTO_OPS]
+    assert thresholds == sorted(thresholds, reverse=True), "largest lambda first"
+    macs = [
+        mac_per_pixel(EncoderConfig(op=op).resolve_architecture(3), 512, 768)["total"]
+        for op in [op for _, op in AUTO_OPS] + [AUTO_DEFAULT_OP]
+    ]
+    assert macs == sorted(macs), "smaller networks at larger lambdas"
+    cases = [(min_lmbda, op) for min_lmbda, op in AUTO_OPS]
+    cases += [(AUTO_OPS[-1][0] / 2, AUTO_DEFAULT_OP), (1.0, AUTO_OPS[0][1])]
+    cases += [(AUTO_OPS[0][0] * 0.99, AUTO_OPS[1][1] if len(AUTO_OPS) > 1 else AUTO_DEFAULT_OP)]
+    for lmbda, name in cases:
+        assert EncoderConfig(lmbda=lmbda).resolve_op() == name, lmbda
         auto = EncoderConfig(lmbda=lmbda).resolve_architecture(3)
         assert auto == EncoderConfig(lmbda=lmbda, op=name).resolve_architecture(3)
-    assert AUTO_SMALL_OP != AUTO_LARGE_OP
     # An explicit operating point is kept at every lambda.
     assert EncoderConfig(lmbda=0.02, op="2000").resolve_op() == "2000"
 
