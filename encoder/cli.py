@@ -159,7 +159,7 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     type=click.Choice(OP_NAMES),
     default=DEFAULT_OP,
     show_default=True,
-    help=(f"Decoder operating point, about this many MAC per pixel; auto: {describe_auto_rule()}."),
+    help=f"Decoder operating point, about this many MAC per pixel; auto: {describe_auto_rule()}.",
 )
 @click.option(
     "--start_lr",

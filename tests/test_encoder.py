@@ -331,9 +331,11 @@ def test_auto_operating_point_follows_lambda() -> None:
         for op in [op for _, op in AUTO_OPS] + [AUTO_DEFAULT_OP]
     ]
     assert macs == sorted(macs), "smaller networks at larger lambdas"
-    cases = [(min_lmbda, op) for min_lmbda, op in AUTO_OPS]
-    cases += [(AUTO_OPS[-1][0] / 2, AUTO_DEFAULT_OP), (1.0, AUTO_OPS[0][1])]
-    cases += [(AUTO_OPS[0][0] * 0.99, AUTO_OPS[1][1] if len(AUTO_OPS) > 1 else AUTO_DEFAULT_OP)]
+    # At each threshold its op, just below it the next smaller lambda's op.
+    next_ops = [op for _, op in AUTO_OPS[1:]] + [AUTO_DEFAULT_OP]
+    cases = [(1.0, AUTO_OPS[0][1]), (AUTO_OPS[-1][0] / 2, AUTO_DEFAULT_OP)]
+    for (min_lmbda, op), next_op in zip(AUTO_OPS, next_ops, strict=True):
+        cases += [(min_lmbda, op), (min_lmbda * 0.99, next_op)]
     for lmbda, name in cases:
         assert EncoderConfig(lmbda=lmbda).resolve_op() == name, lmbda
         auto = EncoderConfig(lmbda=lmbda).resolve_architecture(3)

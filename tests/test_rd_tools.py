@@ -524,6 +524,12 @@ def test_anchor_bpg_measures_resumes_and_feeds_bd_rate(tmp_path: Path, capsys) -
     assert anchor_bpg.main([*argv, "--qps", "30-41"]) == 0
     calls = (tmp_path / "bpg_calls.log").read_text().splitlines()
     assert len(calls) == 2 + 10 and len(bd._read_tsv(results)) == 12
+    # A row torn by a crash before its measurements does not count as done.
+    with open(results, "a") as handle:
+        handle.write("BPG444-measured\t3\tkodim01")
+    assert anchor_bpg.main([*argv, "--qps", "3"]) == 0
+    assert (tmp_path / "bpg_calls.log").read_text().splitlines()[-1].split()[3] == "3"
+    results.write_text("\n".join(results.read_text().splitlines()[:13]) + "\n")
     assert anchor_bpg.main([*argv, "--qps", "52"]) == 2
     assert anchor_bpg.main([*argv, "--bpgenc", str(tmp_path / "none"), "--qps", "3"]) == 2
 

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_eval import ResultsWriter, decoded_psnr, read_image  # noqa: E402
+from rd_eval import ResultsWriter, decoded_psnr, read_image, read_results  # noqa: E402
 
 CODEC = "BPG444-measured"
 COLUMNS = ("codec", "setting", "image", "bytes", "bpp", "psnr_rgb")
@@ -99,11 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no such image {', '.join(missing)}", file=sys.stderr)
         return 2
     writer = ResultsWriter(args.results, COLUMNS, required=COLUMNS)
-    done = set()
-    for line in args.results.read_text(encoding="utf-8").splitlines()[1:]:
-        fields = dict(zip(writer.columns, line.split("\t"), strict=False))
-        if fields.get("codec") == CODEC:
-            done.add((fields.get("image"), fields.get("setting")))
+    done = {
+        (row["image"], row["setting"])
+        for row in read_results(args.results, required=COLUMNS)
+        if row["codec"] == CODEC
+    }
     todo = [(i, q) for i in args.images for q in qps if (i.stem, str(q)) not in done]
     print(f"{len(todo)} encode(s) to run, {len(done)} already in {args.results}")
 

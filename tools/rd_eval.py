@@ -111,11 +111,12 @@ def parse_lmbdas(text: str) -> list[float]:
 # ----------------------------------------------------------------------------- TSV
 
 
-def read_results(path: Path) -> list[dict[str, str]]:
+def read_results(path: Path, required: Sequence[str] = REQUIRED_COLUMNS) -> list[dict[str, str]]:
     """Rows of a results TSV as dicts keyed by header name.
 
     A missing or empty file gives no rows. Lines with the wrong number of fields
-    (e.g. a row cut short by a crash) and comment lines (#) are ignored.
+    (e.g. a row cut short by a crash) and comment lines (#) are ignored; a header
+    without the `required` columns is a ValueError.
     """
     if not path.exists():
         return []
@@ -123,7 +124,7 @@ def read_results(path: Path) -> list[dict[str, str]]:
     if not lines:
         return []
     header = lines[0].split("\t")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise ValueError(f"{path}: header lacks column(s) {', '.join(missing)}")
     rows = []
