@@ -1,8 +1,8 @@
-"""Output samples: 4:2:0 chroma reduction, Q12 to integer samples, canonical raw bytes.
+"""Output samples: Q12 to integer samples, canonical raw bytes (spec section 8).
 
-Spec section 8. Vectorized NumPy in int64 with an explicit wrap32 where the
-spec asks for int32 wrap-around, so the result does not depend on how NumPy
-casts out-of-range integers.
+Vectorized NumPy in int64 (no wrap-around here: values are clipped first). The
+4:2:0 chroma reduction, which wraps to int32, is a Numba kernel (`chroma`),
+imported on the first call so that this module stays light for the CLI.
 """
 
 from __future__ import annotations
@@ -11,31 +11,9 @@ import hashlib
 
 import numpy as np
 
-from .syntax import SYN_FRAC, ColorFormat, StreamHeader
+from .syntax import SYN_FRAC, StreamHeader
 
 ONE_Q12 = 1 << SYN_FRAC  # 4096 represents the largest sample value
-
-
-def wrap32(x: np.ndarray) -> np.ndarray:
-    """Two's-complement int32 reduction of an int64 array, as int64."""
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
-def reduce_chroma_420(plane: np.ndarray) -> np.ndarray:
-    """2x2 average of a Q12 plane (H, W) -> (ceil(H/2), ceil(W/2)), spec 8.1.
-
-    The last row / column is repeated for odd sizes; the sum wraps to int32 and
-    the result is rounded half up: wrap32(a + b + c + d + 2) >> 2.
-    """
-    c = np.asarray(plane, dtype=np.int64)
-    height, width = c.shape
-    y0 = np.arange(0, height, 2)
-    y1 = np.minimum(y0 + 1, height - 1)
-    x0 = np.arange(0, width, 2)
-    x1 = np.minimum(x0 + 1, width - 1)
-    top, bottom = c[y0], c[y1]
-    total = top[:, x0] + top[:, x1] + bottom[:, x0] + bottom[:, x1] + 2
-    return (wrap32(total) >> 2).astype(np.int32)
 
 
 def to_samples(plane: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -55,9 +33,11 @@ def make_planes(header: StreamHeader, synthesis_out: np.ndarray) -> list[np.ndar
     Grey [Y]; RGB [R, G, B]; YUV [Y, U, V], with U and V at ceil(W/2) x ceil(H/2)
     for 4:2:0.
     """
+    from .chroma import reduce_chroma_420
+
     planes = []
     for index, channel in enumerate(synthesis_out):
-        if header.color_format == ColorFormat.YUV420 and index > 0:
+        if header.color_format.chroma_420 and index > 0:
             channel = reduce_chroma_420(channel)
         planes.append(to_samples(channel, header.bit_depth))
     return planes
