@@ -1,7 +1,8 @@
 """Hand-made streams for tests, written straight from the spec.
 
-Independent of the decoder and of the encoder: the header is packed with
-struct (spec 3.2), the weights with a tiny exp-Golomb writer (spec 4), and the
+Independent of the encoder and of the decoder's processes: the header is
+packed from the decoder's syntax table (spec 3.2, the one layout tools and
+tests share), the weights with a tiny exp-Golomb writer (spec 4), and the
 substreams with a pure-Python rANS encoder that inverts spec 5.5. The ARM has
 a single layer with zero weights, so every latent of every grid gets the same
 Laplace distribution (mu, log_scale from the two biases); that keeps the
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from coolchic_ref.syntax import HEADER_V1, MAGIC, PRECISION, ColorFormat, context_size, grid_shape
+
 SPEC_TABLES = Path(__file__).resolve().parent.parent / "spec" / "tables"
-PRECISION = 24
 
 
 def _table(name: str) -> list[int]:
@@ -50,11 +52,16 @@ def pack_bits(bits: str) -> bytes:
 
 @dataclass
 class HeaderFields:
-    """Raw header field values, packed as they are (no validation)."""
+    """Raw header field values, packed as they are (no validation).
 
-    magic: bytes = b"CCRF"
+    The layout (order, widths, signedness) is the decoder's syntax table
+    (`coolchic_ref.syntax.HEADER_V1`, spec 3.2); tests/test_syntax_table.py
+    checks that table against spec 3.2 and against a header packed byte by byte.
+    """
+
+    magic: bytes = MAGIC
     version: int = 1
-    color_format: int = 0
+    color_format: int = ColorFormat.GREY
     bit_depth: int = 8
     width: int = 8
     height: int = 8
@@ -80,45 +87,14 @@ class HeaderFields:
     n_arm_layers: int | None = None
     n_syn_layers: int | None = None
 
-    def pack(self) -> bytes:
-        def count(value: int | None, items: list) -> int:
-            return len(items) if value is None else value
+    def values(self) -> dict:
+        """The fields as `HeaderValues` of the syntax table (groups arm, syn, grid)."""
+        values = {name: getattr(self, name) for name in HEADER_V1.fields if "." not in name}
+        values.update(arm=self.arm_layers, syn=self.syn_layers, grid=self.grids)
+        return values
 
-        data = self.magic + struct.pack(
-            "<BBBHHBBBBB",
-            self.version,
-            self.color_format,
-            self.bit_depth,
-            self.width,
-            self.height,
-            count(self.n_grids, self.grids),
-            self.n_ctx_rowcol,
-            self.ups_half_taps,
-            count(self.n_arm_layers, self.arm_layers),
-            count(self.n_syn_layers, self.syn_layers),
-        )
-        for layer in self.arm_layers:
-            data += bytes(layer)
-        for layer in self.syn_layers:
-            data += bytes(layer)
-        data += bytes(
-            [
-                self.arm_w_shift,
-                self.arm_b_shift,
-                self.arm_w_egk,
-                self.arm_b_egk,
-                self.ups_shift,
-                self.ups_egk,
-                self.syn_w_shift,
-                self.syn_b_shift,
-                self.syn_w_egk,
-                self.syn_b_egk,
-            ]
-        )
-        data += struct.pack("<I", self.weights_bytes)
-        for latent_min, latent_max, size in self.grids:
-            data += struct.pack("<hhI", latent_min, latent_max, size)
-        return data
+    def pack(self) -> bytes:
+        return HEADER_V1.pack(self.values())
 
     def stream(self, filler: int = 0) -> bytes:
         """Header plus sections of the declared lengths filled with `filler` bytes."""
@@ -217,11 +193,11 @@ def make_stream_with_latents(
     constant=True makes every grid constant (no substreams).
     """
     rng = np.random.default_rng(seed)
-    n_channels = 1 if color_format == 0 else 3
+    n_channels = ColorFormat(color_format).n_channels
     if syn_layers is None:
         syn_layers = [(4, 3, 0, 1), (4, 1, 1, 2), (n_channels, 1, 0, 0)]
     r = 1
-    dim_arm = 2 * r * (r + 1)
+    dim_arm = context_size(r)
     fields = HeaderFields(
         color_format=color_format,
         bit_depth=bit_depth,
@@ -258,7 +234,7 @@ def make_stream_with_latents(
     latents = []
     substreams = b""
     for level in range(n_grids):
-        h, w = -(-height // (1 << level)), -(-width // (1 << level))
+        h, w = grid_shape(height, width, level)
         if constant:
             value = int(rng.integers(-3, 4))
             grids.append((value, value, 0))

@@ -8,7 +8,16 @@ import pytest
 from handmade import HeaderFields
 
 from coolchic_ref.errors import StreamError
-from coolchic_ref.syntax import ColorFormat, parse_header
+from coolchic_ref.syntax import (
+    HEADER_V1,
+    MAX_ARM_LAYERS,
+    MAX_GRIDS,
+    MAX_PIXELS,
+    MAX_SYN_LAYERS,
+    SYN_KERNELS,
+    ColorFormat,
+    parse_header,
+)
 
 
 def rejects(fields: HeaderFields, match: str) -> None:
@@ -109,68 +118,76 @@ def test_every_header_prefix_is_truncated() -> None:
 # --- rule 4: each field out of range -------------------------------------------------
 
 
+COUNTS = {group.count for group in HEADER_V1.groups}
+RANGED = [
+    name
+    for name, f in HEADER_V1.fields.items()
+    if "." not in name and name not in COUNTS and f.limits != f.type_range and name != "version"
+]
+
+
+def out_of_range_values(name: str) -> list[int]:
+    """Just below and just above the allowed range of a field, and its type's largest value."""
+    f = HEADER_V1.field(name)
+    (low, high), (type_low, type_high) = f.limits, f.type_range
+    candidates = (low - 1, high + 1, type_high)
+    return sorted({v for v in candidates if type_low <= v <= type_high and not low <= v <= high})
+
+
+def test_ranged_fields_are_the_spec_ones() -> None:
+    assert RANGED == [
+        "color_format",
+        "bit_depth",
+        "width",
+        "height",
+        "n_ctx_rowcol",
+        "ups_half_taps",
+        "arm_w_shift",
+        "arm_b_shift",
+        "arm_w_egk",
+        "arm_b_egk",
+        "ups_shift",
+        "ups_egk",
+        "syn_w_shift",
+        "syn_b_shift",
+        "syn_w_egk",
+        "syn_b_egk",
+        "weights_bytes",
+    ]
+
+
 @pytest.mark.parametrize(
-    ("name", "value", "match"),
-    [
-        ("color_format", 4, "color_format"),
-        ("bit_depth", 7, "bit_depth"),
-        ("bit_depth", 17, "bit_depth"),
-        ("width", 0, "width"),
-        ("width", 16385, "width"),
-        ("width", 65535, "width"),
-        ("height", 0, "height"),
-        ("height", 16385, "height"),
-        ("n_ctx_rowcol", 0, "n_ctx_rowcol"),
-        ("n_ctx_rowcol", 4, "n_ctx_rowcol"),
-        ("ups_half_taps", 0, "ups_half_taps"),
-        ("ups_half_taps", 9, "ups_half_taps"),
-        ("arm_w_shift", 17, "arm_w_shift"),
-        ("arm_b_shift", 25, "arm_b_shift"),
-        ("arm_w_egk", 17, "arm_w_egk"),
-        ("arm_b_egk", 17, "arm_b_egk"),
-        ("ups_shift", 17, "ups_shift"),
-        ("ups_egk", 17, "ups_egk"),
-        ("syn_w_shift", 17, "syn_w_shift"),
-        ("syn_b_shift", 29, "syn_b_shift"),
-        ("syn_w_egk", 17, "syn_w_egk"),
-        ("syn_b_egk", 17, "syn_b_egk"),
-        ("weights_bytes", 0, "weights_bytes"),
-        ("weights_bytes", (1 << 24) + 1, "weights_bytes"),
-    ],
+    ("name", "value"), [(name, value) for name in RANGED for value in out_of_range_values(name)]
 )
-def test_field_out_of_range(name: str, value: int, match: str) -> None:
+def test_field_out_of_range(name: str, value: int) -> None:
     fields = HeaderFields()
     setattr(fields, name, value)
     if name == "color_format":
         fields.syn_layers = [(3, 1, 0, 0)]  # so that only the colour format is wrong
-    rejects(fields, match)
+    with pytest.raises(StreamError, match=f"{name} = {value} outside"):
+        parse_header(fields.pack())  # rejected from the header alone
 
 
 def test_field_limits_are_accepted() -> None:
+    top = {name: HEADER_V1.field(name).high for name in RANGED}
     fields = HeaderFields(
-        bit_depth=16,
-        width=16384,
-        height=1024,  # W * H = 2^24 exactly
-        n_ctx_rowcol=3,
-        ups_half_taps=8,
-        arm_layers=[(24, 0, 0)] * 4 + [(2, 0, 0)],
-        syn_layers=[(1, 1, 0, 0)] * 8,
-        arm_w_shift=16,
-        arm_b_shift=24,
-        arm_w_egk=16,
-        arm_b_egk=16,
-        ups_shift=16,
-        ups_egk=16,
-        syn_w_shift=16,
-        syn_b_shift=28,
-        syn_w_egk=16,
-        syn_b_egk=16,
-        weights_bytes=1 << 24,
-        grids=[(0, 0, 0)] * 7,
+        bit_depth=top["bit_depth"],
+        width=top["width"],
+        height=MAX_PIXELS // top["width"],  # W * H = 2^24 exactly
+        n_ctx_rowcol=top["n_ctx_rowcol"],
+        ups_half_taps=top["ups_half_taps"],
+        arm_layers=[(24, 0, 0)] * (MAX_ARM_LAYERS - 1) + [(2, 0, 0)],
+        syn_layers=[(1, 1, 0, 0)] * MAX_SYN_LAYERS,
+        weights_bytes=top["weights_bytes"],
+        grids=[(0, 0, 0)] * MAX_GRIDS,
     )
-    fields.syn_layers[0] = (1, 7, 0, 0)
+    for name in RANGED:
+        if name.startswith(("arm_", "ups_", "syn_")):
+            setattr(fields, name, top[name])
+    fields.syn_layers[0] = (1, max(SYN_KERNELS), 0, 0)
     header = parse_header(fields.stream())
-    assert header.width * header.height == 1 << 24 and header.n_grids == 7
+    assert header.width * header.height == MAX_PIXELS and header.n_grids == MAX_GRIDS
+    assert (header.arm_quant.b_shift, header.syn_quant.b_shift) == (24, 28)  # spec 3.2
 
 
 def test_picture_too_large() -> None:
@@ -256,7 +273,7 @@ def test_shift_relations() -> None:
 
 def test_grid_rules() -> None:
     rejects(HeaderFields(grids=[(3, 2, 0)]), "latent_min 3 > latent_max 2")
-    rejects(HeaderFields(grids=[(0, 1, 6)]), "multiple of 4")
+    rejects(HeaderFields(grids=[(0, 1, 6)]), "substream_bytes = 6 not a multiple of 4")
     rejects(HeaderFields(grids=[(5, 5, 4)]), "constant but has a 4-byte substream")
     parse_header(HeaderFields(grids=[(0, 1, 0)]).stream())  # K > 1 with an empty substream
 
