@@ -18,13 +18,14 @@ Commands (from the repository root):
 (`run` may be omitted: `python -m tools.fuzz --seconds 60 ...`.)
 
 Modules, in the order an input meets them:
-- `layout`: header fields (offsets, formats, allowed ranges) and section ranges
-  of any byte string, for the byte-level mutators;
+- `layout`: header fields (offsets, formats, allowed ranges, from the decoder's
+  syntax table) and section ranges of any byte string, for the byte-level mutators;
 - `model`: a parsed stream as plain integers that can be rewritten and
   re-serialised (`Model`), and synthetic valid streams without an encoder;
 - `mutate`: the structure-aware mutations (`Mutator`);
-- `spec_rules`: rejection rules 1-6 and 7a of spec 9, written again from the
-  spec, against which the oracle checks the decoder's decision;
+- `spec_rules`: rejection rules 1-6 and 7a of spec 9 (the relations between
+  fields, the weights and substream rules written again from the spec), against
+  which the oracle checks the decoder's decision;
 - `bounds`: the time and memory bounds of spec 9.3 for a header;
 - `oracle`: decodes one input under those bounds and judges the outcome;
 - `slot`: the shared file mapping through which the supervisor sees the input
@@ -39,8 +40,8 @@ Modules, in the order an input meets them:
 Design:
 - Inputs are mutations of small valid seed streams (tests/fuzz_seeds/, 1x1 to
   24x16 pictures, 1 to 7 grids), so one decode takes about a millisecond with the
-  warm Numba kernels. Mutators know the header layout (`header_fields`, built
-  from spec 3.2 and `coolchic_ref.syntax`'s limits): boundary and out-of-range
+  warm Numba kernels. Mutators know the header layout (`header_fields`, from
+  `coolchic_ref.syntax`'s table of fields and limits): boundary and out-of-range
   field values, inflated sizes and counts, section lengths changed together
   with the sections so that mutations reach the weights reader and the entropy
   decoder, flips/inserts/deletions/truncations, and model-level rewrites
@@ -77,7 +78,6 @@ from tools.fuzz.bounds import memory_bound, time_bound
 from tools.fuzz.cli_check import cli_baseline_rss, measure_decode, run_cli, run_cli_check
 from tools.fuzz.corpus import DEFAULT_SEEDS, load_corpus, make_seeds
 from tools.fuzz.layout import (
-    Field,
     Sections,
     declared_pixels,
     header_fields,
@@ -95,7 +95,6 @@ __all__ = [
     "DEFAULT_SEEDS",
     "MAX_MAC_ARM_ARCH",
     "MAX_MAC_SYN_ARCH",
-    "Field",
     "Model",
     "Mutator",
     "Oracle",

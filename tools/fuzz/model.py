@@ -1,18 +1,21 @@
 """A stream as plain integers that can be rewritten (model-level mutations).
 
 `Model.parse` reads a valid stream through the reference decoder's parser;
-`Model.to_bytes` writes it again from spec 3.1-4.2 without validating anything,
-so that mutations can produce any header, architecture or weights.
+`Model.to_bytes` writes it again (the header with the syntax table's `pack`,
+the weights per spec 4.2) without validating anything, so that mutations can
+produce any header, architecture or weights.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from tools.fuzz.layout import QUANT_FIELDS, header_fields, read_field
+from tools.fuzz.layout import decoder_syntax, header_table
+
+# Header fields that follow from the model's lists rather than being stored in `scalars`.
+DERIVED_FIELDS = ("magic", "n_grids", "ups_half_taps", "n_arm_layers", "n_syn_layers")
 
 
 def egk_code(value: int, k: int) -> str:
@@ -52,19 +55,17 @@ class Model:
             w = read_weights(h, memoryview(data)[h.header_bytes : h.header_bytes + h.weights_bytes])
         except StreamError:
             return None
-        fields = {f.name: read_field(data, f) for f in header_fields(data)}
-        scalars = {name: fields[name] for name in ("version", "color_format", "bit_depth")}
-        scalars.update(
-            {n: fields[n] for n in ("width", "height", "n_ctx_rowcol")}
-            | {name: fields[name] for name, _, _ in QUANT_FIELDS}
-        )
+        values = header_table().read(data)
+        scalars = {
+            name: value
+            for name, value in values.items()
+            if not isinstance(value, list) and name not in (*DERIVED_FIELDS, "weights_bytes")
+        }
         offsets = h.substream_offsets
         return cls(
             scalars=scalars,
-            arm=[[la.out_channels, int(la.residual), la.activation] for la in h.arm_layers],
-            syn=[
-                [la.out_channels, la.kernel, int(la.residual), la.activation] for la in h.syn_layers
-            ],
+            arm=[list(item.values()) for item in values["arm"]],
+            syn=[list(item.values()) for item in values["syn"]],
             arm_w=[(wt.ravel().tolist(), b.tolist()) for wt, b in w.arm],
             taps=w.ups_taps.tolist(),
             syn_w=[(wt.ravel().tolist(), b.tolist()) for wt, b in w.synthesis],
@@ -88,11 +89,10 @@ class Model:
         )
 
     def dim_arm(self) -> int:
-        r = self.scalars["n_ctx_rowcol"]
-        return 2 * r * (r + 1)
+        return decoder_syntax().context_size(self.scalars["n_ctx_rowcol"])
 
     def n_channels(self) -> int:
-        return 1 if self.scalars["color_format"] == 0 else 3
+        return decoder_syntax().ColorFormat(self.scalars["color_format"]).n_channels
 
     def weights_section(self) -> bytes:
         s = self.scalars
@@ -110,37 +110,33 @@ class Model:
 
     def to_bytes(self) -> bytes:
         """The stream (spec 3.1); lengths follow the sections, nothing is validated."""
-        s = self.scalars
         weights = self.weights_section()
-        out = bytearray(b"CCRF")
-        out += struct.pack(
-            "<BBBHHBBBBB",
-            s["version"] & 0xFF,
-            s["color_format"] & 0xFF,
-            s["bit_depth"] & 0xFF,
-            s["width"] & 0xFFFF,
-            s["height"] & 0xFFFF,
-            len(self.grids) & 0xFF,
-            s["n_ctx_rowcol"] & 0xFF,
-            len(self.taps) & 0xFF,
-            len(self.arm) & 0xFF,
-            len(self.syn) & 0xFF,
+        header = header_table().pack(
+            {
+                **self.scalars,
+                "magic": decoder_syntax().MAGIC,
+                "ups_half_taps": len(self.taps),
+                "weights_bytes": len(weights),
+                "arm": self.arm,
+                "syn": self.syn,
+                "grid": [
+                    (lo, hi, len(sub))
+                    for (lo, hi), sub in zip(self.grids, self.substreams, strict=True)
+                ],
+            }
         )
-        for layer in self.arm + self.syn:
-            out += bytes(v & 0xFF for v in layer)
-        out += bytes(s[name] & 0xFF for name, _, _ in QUANT_FIELDS)
-        out += struct.pack("<I", len(weights))
-        for (lo, hi), sub in zip(self.grids, self.substreams, strict=True):
-            out += struct.pack("<hhI", lo, hi, len(sub))
-        return bytes(out) + weights + b"".join(self.substreams)
+        return header + weights + b"".join(self.substreams)
 
 
 def parse_arch(text: str, arm: bool) -> list[list[int]]:
     """Layers in Cool-chic's notation ('16-1-linear-relu,...') as header descriptors."""
+    s = decoder_syntax()
+    kinds = {k.label: int(k) for k in s.LayerKind}
+    activations = {a.label: int(a) for a in s.Activation}
     layers = []
     for item in text.split(","):
         out, kernel, kind, act = item.strip().split("-")
-        fields = [int(out), int(kind == "residual"), ("none", "relu", "leakyrelu").index(act)]
+        fields = [int(out), kinds[kind], activations[act]]
         layers.append(fields if arm else [fields[0], int(kernel), *fields[1:]])
     return layers
 
@@ -166,8 +162,8 @@ def synthetic_stream(
     so the whole pipeline runs (the ARM at every latent) at any declared size.
     """
     scalars = {
-        "version": 1, "color_format": color_format, "bit_depth": bit_depth, "width": width,
-        "height": height, "n_ctx_rowcol": n_ctx_rowcol,
+        "version": header_table().version, "color_format": color_format, "bit_depth": bit_depth,
+        "width": width, "height": height, "n_ctx_rowcol": n_ctx_rowcol,
         "arm_w_shift": 8, "arm_b_shift": 8, "arm_w_egk": 3, "arm_b_egk": 3,
         "ups_shift": 4, "ups_egk": 2, "syn_w_shift": 8, "syn_b_shift": 8,
         "syn_w_egk": 3, "syn_b_egk": 3,
@@ -177,7 +173,7 @@ def synthetic_stream(
     def values(n: int) -> list[int]:
         return [int(v) for v in rng.integers(-weight_range, weight_range + 1, size=n)]
 
-    c_in = 2 * n_ctx_rowcol * (n_ctx_rowcol + 1)
+    c_in = m.dim_arm()
     for layer in m.arm:
         m.arm_w.append((values(layer[0] * c_in), values(layer[0])))
         c_in = layer[0]

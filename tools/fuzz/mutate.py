@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tools.fuzz.layout import (
     MAX_INPUT,
-    QUANT_FIELDS,
-    Field,
     Sections,
     decoder_syntax,
     header_fields,
     header_size,
+    quant_fields,
     read_field,
     sections,
     write_field,
 )
 from tools.fuzz.model import Model
+
+if TYPE_CHECKING:
+    from coolchic_ref.syntax import Located
 
 INT16_EXTREMES = (-32768, 32767, -32767, 0, 1, -1, 16384, -16384)
 
@@ -28,11 +31,12 @@ def _pick(rng: np.random.Generator, items):
     return items[int(rng.integers(len(items)))]
 
 
-def boundary_values(f: Field, current: int) -> list[int]:
+def boundary_values(f: Located, current: int) -> list[int]:
     """Values worth trying in a field: its limits, just outside them, type extremes."""
-    t_low, t_high = f.type_range
-    values = {f.low, f.high, f.low - 1, f.high + 1, t_low, t_high, 0, 1, current - 1, current + 1}
-    values |= {2 * f.high, f.high // 2}
+    low, high = f.field.limits
+    t_low, t_high = f.field.type_range
+    values = {low, high, low - 1, high + 1, t_low, t_high, 0, 1, current - 1, current + 1}
+    values |= {2 * high, high // 2}
     return sorted(v for v in values if t_low <= v <= t_high)
 
 
@@ -143,7 +147,8 @@ class Mutator:
             return self.flip_bits(data)
         f = _pick(self.rng, fields)
         out = bytearray(data)
-        write_field(out, f, int(self.rng.integers(f.low, f.high + 1)))
+        low, high = f.field.limits
+        write_field(out, f, int(self.rng.integers(low, high + 1)))
         return bytes(out)
 
     def inflate(self, data: bytes) -> bytes:
@@ -167,7 +172,8 @@ class Mutator:
         else:
             for name in ("n_grids", "n_arm_layers", "n_syn_layers"):
                 if name in by_name and self.rng.random() < 0.5:
-                    write_field(out, by_name[name], _pick(self.rng, (255, by_name[name].high)))
+                    limit = by_name[name].field.high
+                    write_field(out, by_name[name], _pick(self.rng, (255, limit)))
         if self.rng.random() < 0.5:  # keep only the header
             end = header_size(bytes(out))
             return bytes(out[: end or len(out)])
@@ -319,36 +325,41 @@ class Mutator:
                 pool[int(self.rng.integers(len(pool)))] = _random_weight(self.rng)
 
     def op_shifts(self, m: Model) -> None:
-        name, low, high = _pick(self.rng, QUANT_FIELDS)
-        m.scalars[name] = int(_pick(self.rng, (low, high, int(self.rng.integers(low, high + 1)))))
+        f = _pick(self.rng, quant_fields())
+        low, high = f.limits
+        m.scalars[f.name] = int(_pick(self.rng, (low, high, int(self.rng.integers(low, high + 1)))))
         if self.rng.random() < 0.7:  # keep b_shift <= frac + w_shift (spec 3.4)
-            s = m.scalars
-            s["arm_b_shift"] = min(s["arm_b_shift"], 8 + s["arm_w_shift"])
-            s["syn_b_shift"] = min(s["syn_b_shift"], 12 + s["syn_w_shift"])
+            s, syntax = m.scalars, decoder_syntax()
+            s["arm_b_shift"] = min(s["arm_b_shift"], syntax.ARM_FRAC + s["arm_w_shift"])
+            s["syn_b_shift"] = min(s["syn_b_shift"], syntax.SYN_FRAC + s["syn_w_shift"])
 
     def op_layer(self, m: Model) -> None:
         """Change, add or remove a layer; mostly within the rules of spec 3.3."""
+        s = decoder_syntax()
+        n_activations = len(s.Activation)
         what = "arm" if self.rng.random() < 0.5 else "syn"
         layers = m.arm if what == "arm" else m.syn
         index = int(self.rng.integers(len(layers)))
         action = int(self.rng.integers(4))
         width = int(_pick(self.rng, (1, 2, 2, 3, 3, 4, 8, 16, int(self.rng.integers(1, 65)))))
-        new = [width, 0, int(self.rng.integers(3))] if what == "arm" else [width, 1, 0, 0]
+        new = (
+            [width, 0, int(self.rng.integers(n_activations))] if what == "arm" else [width, 1, 0, 0]
+        )
         if what == "syn":
-            new[1] = int(_pick(self.rng, (1, 3, 5, 7)))
-            new[3] = int(self.rng.integers(3))
-        if action == 0 and len(layers) < (5 if what == "arm" else 8):
+            new[1] = int(_pick(self.rng, s.SYN_KERNELS))
+            new[3] = int(self.rng.integers(n_activations))
+        if action == 0 and len(layers) < (s.MAX_ARM_LAYERS if what == "arm" else s.MAX_SYN_LAYERS):
             layers.insert(index, new)
         elif action == 1 and len(layers) > 1:
             del layers[index]
         elif action == 2:
-            layers[index][-1] = int(self.rng.integers(3))  # activation
+            layers[index][-1] = int(self.rng.integers(n_activations))
             if what == "syn":
-                layers[index][1] = int(_pick(self.rng, (1, 3, 5, 7)))
+                layers[index][1] = int(_pick(self.rng, s.SYN_KERNELS))
         else:
             layers[index][0] = width
         if self.rng.random() < 0.8:
-            layers[-1][0] = 2 if what == "arm" else m.n_channels()
+            layers[-1][0] = s.ARM_OUTPUTS if what == "arm" else m.n_channels()
         # A residual layer is valid only with out == in; clear the others mostly.
         c_in = m.dim_arm() if what == "arm" else len(m.grids)
         for layer in layers:
@@ -374,7 +385,7 @@ class Mutator:
     def op_grids(self, m: Model) -> None:
         """Add or drop a latent grid (first synthesis layer follows), or change an alphabet."""
         action = int(self.rng.integers(3))
-        if action == 0 and len(m.grids) < 7:
+        if action == 0 and len(m.grids) < decoder_syntax().MAX_GRIDS:
             lo = int(_pick(self.rng, (-32768, -5, 0, 3)))
             hi = int(_pick(self.rng, (lo, lo + 1, lo + 9, 32767)))
             m.grids.append([lo, max(lo, hi)])
@@ -406,10 +417,10 @@ class Mutator:
 
     def op_format(self, m: Model) -> None:
         """Colour format, bit depth, context radius or tap count (weights follow)."""
-        s = m.scalars
+        s, syntax = m.scalars, decoder_syntax()
         action = int(self.rng.integers(4))
         if action == 0:
-            s["color_format"] = int(self.rng.integers(4))
+            s["color_format"] = int(self.rng.integers(len(syntax.ColorFormat)))
             m.syn[-1][0] = m.n_channels()
             if m.syn[-1][2] == 1:
                 m.syn[-1][2] = 0
@@ -417,19 +428,22 @@ class Mutator:
         elif action == 1:
             s["bit_depth"] = int(_pick(self.rng, (8, 9, 10, 12, 15, 16)))
         elif action == 2:
-            s["n_ctx_rowcol"] = int(self.rng.integers(1, 4))
+            s["n_ctx_rowcol"] = int(self.rng.integers(1, syntax.MAX_CTX_ROWCOL + 1))
             if m.arm[0][1] == 1:
                 m.arm[0][1] = 0
             self._rebuild(m, "arm", 0)
             m.substreams = [b"" if self.rng.random() < 0.5 else sub for sub in m.substreams]
         else:
-            m.taps = self._fresh_weights(int(self.rng.integers(1, 9)))
+            m.taps = self._fresh_weights(int(self.rng.integers(1, syntax.MAX_UPS_HALF_TAPS + 1)))
 
     def op_egk(self, m: Model) -> None:
         """Re-encode with other exp-Golomb orders (the stream stays valid)."""
-        for name in ("arm_w_egk", "arm_b_egk", "ups_egk", "syn_w_egk", "syn_b_egk"):
-            if self.rng.random() < 0.5:
-                m.scalars[name] = int(_pick(self.rng, (0, 1, 16, int(self.rng.integers(17)))))
+        top = decoder_syntax().MAX_EGK
+        for f in quant_fields():
+            if f.name.endswith("_egk") and self.rng.random() < 0.5:
+                m.scalars[f.name] = int(
+                    _pick(self.rng, (0, 1, top, int(self.rng.integers(top + 1))))
+                )
 
     # -- driver --------------------------------------------------------------
 

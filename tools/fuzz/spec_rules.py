@@ -1,12 +1,18 @@
-"""The rejection rules 1-6 and 7a of spec section 9, written again from the spec.
+"""The rejection rules 1-6 and 7a of spec section 9, checked in stream order.
 
-Not from `coolchic_ref.syntax` / `weights`: the oracle compares the decoder's
-decision with this one, so the two must not share code.
+The header is walked with the decoder's syntax table (field order, formats and
+per-field allowed values, spec 3.2 / 3.3); the rules that relate fields
+(picture size, residual widths, last layers, MAC limits, shift relations, grid
+rules), the weights section (rule 6, spec 4.2) and the substream start (7a) are
+written again here from the spec, not taken from the decoder's parser or
+weights reader: the oracle compares the decoder's decision with this one.
 """
 
 from __future__ import annotations
 
-import struct
+from tools.fuzz.layout import decoder_syntax
+
+INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 
 
 class _Invalid(Exception):
@@ -26,59 +32,67 @@ def spec_verdict(data: bytes) -> tuple[int, str] | None:
     return None
 
 
-def _spec_check(data: bytes) -> None:
-    if len(data) < 5 or data[:4] != b"CCRF":
-        raise _Invalid(1, "magic")
-    if data[4] != 1:
-        raise _Invalid(2, "version")
-    pos = 5
+def _need(ok: bool, reason: str) -> None:
+    if not ok:
+        raise _Invalid(4, reason)
 
-    def take(fmt: str) -> int:
+
+def _spec_check(data: bytes) -> None:
+    s = decoder_syntax()
+    table = s.HEADER_V1
+    if len(data) < len(s.MAGIC) + 1 or data[: len(s.MAGIC)] != s.MAGIC:
+        raise _Invalid(1, "magic")
+    if data[table.offset("version")] != table.version:
+        raise _Invalid(2, "version")
+    pos = table.offset("version") + 1
+
+    def take(f) -> int:
+        """Read field `f` at `pos` (rule 3 if cut) and check its own range (rule 4)."""
         nonlocal pos
-        if pos + struct.calcsize(fmt) > len(data):
+        if pos + f.size > len(data):
             raise _Invalid(3, "truncated header")
-        (value,) = struct.unpack_from(fmt, data, pos)
-        pos += struct.calcsize(fmt)
+        value = f.unpack(data, pos)
+        pos += f.size
+        _need(f.violation(value) is None, f.name)
         return value
 
-    def need(ok: bool, reason: str) -> None:
-        if not ok:
-            raise _Invalid(4, reason)
-
-    color_format, bit_depth, width, height = take("<B"), take("<B"), take("<H"), take("<H")
-    n_grids, r, taps, n_arm, n_syn = (take("<B") for _ in range(5))
-    need(color_format <= 3 and 8 <= bit_depth <= 16, "format")
-    need(1 <= width <= 16384 and 1 <= height <= 16384 and width * height <= 1 << 24, "size")
-    need(1 <= n_grids <= 7 and 1 <= r <= 3 and 1 <= taps <= 8, "counts")
-    need(1 <= n_arm <= 5 and 1 <= n_syn <= 8, "layer counts")
-    n_params = taps
-    macs = []
-    for count, c_in, kernels in ((n_arm, 2 * r * (r + 1), (1,)), (n_syn, n_grids, (1, 3, 5, 7))):
+    v: dict = {}  # values read so far
+    n_params, macs = 0, {}
+    for element in table.elements[2:]:  # after magic and version
+        if not isinstance(element, s.Group):
+            v[element.name] = take(element)
+            if element.name == "height":
+                _need(v["width"] * v["height"] <= s.MAX_PIXELS, "size")
+            if element.name in ("arm_b_shift", "syn_b_shift"):
+                prefix = element.name[:3]
+                frac = s.ARM_FRAC if prefix == "arm" else s.SYN_FRAC
+                _need(v[f"{prefix}_b_shift"] <= frac + v[f"{prefix}_w_shift"], "bias shift")
+            continue
+        items = []
+        c_in = s.context_size(v["n_ctx_rowcol"]) if element.name == "arm" else v["n_grids"]
         mac = 0
-        for _ in range(count):
-            out = take("<B")
-            kernel = take("<B") if len(kernels) > 1 else 1
-            kind, act = take("<B"), take("<B")
-            need(1 <= out <= 64 and kernel in kernels and kind <= 1 and act <= 2, "layer")
-            need(kind == 0 or out == c_in, "residual")
+        for _ in range(v[element.count]):
+            item = {f.name: take(f) for f in element.fields}
+            items.append(item)
+            if element.name == "grid":
+                low, high = item["latent_min"], item["latent_max"]
+                _need(low <= high and (low < high or item["substream_bytes"] == 0), "grid")
+                continue
+            out, kernel = item["out"], item.get("kernel", 1)
+            _need(not s.LayerKind(item["type"]).adds_input or out == c_in, "residual")
             mac += kernel * kernel * c_in * out
             n_params += kernel * kernel * c_in * out + out
             c_in = out
-        need(c_in == (2 if len(kernels) == 1 else 1 if color_format == 0 else 3), "last layer")
-        macs.append(mac)
-    need(macs[0] <= 8192 and macs[1] <= 16384, "MAC")
-    q = [take("<B") for _ in range(10)]
-    arm_w, arm_b, arm_wk, arm_bk, ups_shift, ups_k, syn_w, syn_b, syn_wk, syn_bk = q
-    need(arm_w <= 16 and arm_b <= 24 and arm_b <= 8 + arm_w, "ARM shifts")
-    need(syn_w <= 16 and syn_b <= 28 and syn_b <= 12 + syn_w and ups_shift <= 16, "shifts")
-    need(max(arm_wk, arm_bk, ups_k, syn_wk, syn_bk) <= 16, "exp-Golomb orders")
-    weights_bytes = take("<I")
-    need(1 <= weights_bytes <= 1 << 24, "weights_bytes")
-    grids = []
-    for _ in range(n_grids):
-        lo, hi, size = take("<h"), take("<h"), take("<I")
-        need(lo <= hi and size % 4 == 0 and (lo < hi or size == 0), "grid")
-        grids.append(size)
+        v[element.name] = items
+        if element.name == "arm":
+            _need(c_in == s.ARM_OUTPUTS, "last layer")
+            macs["arm"] = mac
+        elif element.name == "syn":
+            _need(c_in == s.ColorFormat(v["color_format"]).n_channels, "last layer")
+            _need(macs["arm"] <= s.MAX_MAC_ARM and mac <= s.MAX_MAC_SYN, "MAC")
+    n_params += v["ups_half_taps"]
+    weights_bytes = v["weights_bytes"]
+    grids = [grid["substream_bytes"] for grid in v["grid"]]
     total = pos + weights_bytes + sum(grids)
     if len(data) != total:
         raise _Invalid(5, "length")
@@ -87,19 +101,17 @@ def _spec_check(data: bytes) -> None:
     limit = min(len(section), (35 * n_params + 7) // 8)  # longer sections cannot be used up
     bits = bin(int.from_bytes(section[:limit], "big") | (1 << (8 * limit)))[3:]
     at = 0
-    layer_pos = 16
     shapes: list[tuple[int, int]] = []  # (number of values, k)
-    c_in = 2 * r * (r + 1)
-    for _ in range(n_arm):
-        out = data[layer_pos]
-        shapes += [(c_in * out, arm_wk), (out, arm_bk)]
-        c_in, layer_pos = out, layer_pos + 3
-    shapes.append((taps, ups_k))
-    c_in = n_grids
-    for _ in range(n_syn):
-        out, kernel = data[layer_pos], data[layer_pos + 1]
-        shapes += [(kernel * kernel * c_in * out, syn_wk), (out, syn_bk)]
-        c_in, layer_pos = out, layer_pos + 4
+    c_in = s.context_size(v["n_ctx_rowcol"])
+    for layer in v["arm"]:
+        shapes += [(c_in * layer["out"], v["arm_w_egk"]), (layer["out"], v["arm_b_egk"])]
+        c_in = layer["out"]
+    shapes.append((v["ups_half_taps"], v["ups_egk"]))
+    c_in = v["n_grids"]
+    for layer in v["syn"]:
+        size = layer["kernel"] ** 2 * c_in * layer["out"]
+        shapes += [(size, v["syn_w_egk"]), (layer["out"], v["syn_b_egk"])]
+        c_in = layer["out"]
     for count, k in shapes:
         for _ in range(count):
             # z zeros then a 1; the (18 - k)-th zero rejects (spec 4.2).
@@ -113,8 +125,8 @@ def _spec_check(data: bytes) -> None:
             x = (1 << (z + k)) | (int(bits[at : at + z + k], 2) if z + k else 0)
             at += z + k
             u = x - (1 << k)
-            v = (u + 1) // 2 if u & 1 else -(u // 2)
-            if not -32768 <= v <= 32767:
+            value = (u + 1) // 2 if u & 1 else -(u // 2)
+            if not INT16_MIN <= value <= INT16_MAX:
                 raise _Invalid(6, "weight out of range")
     if (at + 7) // 8 != weights_bytes or bits[at : 8 * ((at + 7) // 8)].strip("0"):
         raise _Invalid(6, "weights section size mismatch")
