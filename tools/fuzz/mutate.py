@@ -118,7 +118,9 @@ class Mutator:
     def truncate(self, data: bytes) -> bytes:
         if not data:
             return data
-        cuts = [0, 4, 5, 16, header_size(data), len(data) - 1, int(self.rng.integers(len(data)))]
+        table = decoder_syntax().HEADER_V1
+        fixed = [table.offset("version"), table.offset("color_format"), table.fixed_bytes]
+        cuts = [0, *fixed, header_size(data), len(data) - 1, int(self.rng.integers(len(data)))]
         sec = sections(data)
         if sec is not None:
             cuts += [sec.weights[0], sec.weights[1]] + [a for a, _ in sec.substreams]
