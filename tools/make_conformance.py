@@ -40,12 +40,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from coolchic_ref.encoder import integer_model as im
 from coolchic_ref.encoder.bitstream import IntegerCodec, write_stream
 from coolchic_ref.encoder.random_codec import random_codec
+from coolchic_ref.syntax import ColorFormat
 from tools.conformance.cases import (
     ENCODER_CASES,
     GENERATOR_CASES,
@@ -62,6 +64,9 @@ from tools.conformance.features import (
     value_classes,
 )
 from tools.conformance.reading import read_codec, stream_layout
+
+if TYPE_CHECKING:
+    from coolchic_ref.encoder.image_io import Picture
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "tests" / "conformance"
@@ -114,7 +119,7 @@ def invalid_stream(case: InvalidCase, base: bytes) -> bytes:
     return INVALID_EDITS[case.edit](base)
 
 
-def case_picture(case: EncoderCase):
+def case_picture(case: EncoderCase) -> Picture:
     """The picture of an encoder case: the converted crop, as an encoder `Picture`."""
     import imageio.v3 as iio
 
@@ -125,14 +130,14 @@ def case_picture(case: EncoderCase):
     rgb = np.ascontiguousarray(rgb[..., :3])
     source = f"{case.image}-crop"
     if case.convert == "rgb":
-        return Picture([rgb[..., c].copy() for c in range(3)], 1, 8, source)
+        return Picture([rgb[..., c].copy() for c in range(3)], int(ColorFormat.RGB), 8, source)
     # BT.709 luma and colour differences of the gamma-coded RGB, limited range.
     x = rgb.astype(np.float64) / 255
     y = 0.2126 * x[..., 0] + 0.7152 * x[..., 1] + 0.0722 * x[..., 2]
     pb = (x[..., 2] - y) / 1.8556
     pr = (x[..., 0] - y) / 1.5748
     if case.convert == "grey":
-        return Picture([np.rint(255 * y).astype(np.uint8)], 0, 8, source)
+        return Picture([np.rint(255 * y).astype(np.uint8)], int(ColorFormat.GREY), 8, source)
     bits = 8 if case.convert == "yuv444-8" else 10
     scale = 1 << (bits - 8)
     planes = [
@@ -146,7 +151,8 @@ def case_picture(case: EncoderCase):
             planes[c] = (p[0::2, 0::2] + p[0::2, 1::2] + p[1::2, 0::2] + p[1::2, 1::2]) / 4
     dtype = np.uint8 if bits == 8 else np.uint16
     planes = [np.clip(np.rint(p), 0, (1 << bits) - 1).astype(dtype) for p in planes]
-    return Picture(planes, 3 if case.convert == "yuv420-10" else 2, bits, source)
+    color_format = ColorFormat.YUV420 if case.convert == "yuv420-10" else ColorFormat.YUV444
+    return Picture(planes, int(color_format), bits, source)
 
 
 def encode_case(case: EncoderCase) -> tuple[bytes, list[np.ndarray]]:
