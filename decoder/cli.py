@@ -248,7 +248,7 @@ def decode_command(stream: Path, output: Path, quiet: bool, timings: bool) -> No
     bpp = 8 * stream_bytes / (image.width * image.height)
     click.echo(
         f"wrote {target} ({image.width}x{image.height}, "
-        f"{image.color_format.name.lower()}, {image.bit_depth}-bit): "
+        f"{image.color_format.label}, {image.bit_depth}-bit): "
         f"stream {stream_bytes} bytes, {bpp:.4f} bpp, decoded in {elapsed:.3f} s"
     )
     if timings:

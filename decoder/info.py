@@ -9,14 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .syntax import ColorFormat, LayerSpec, StreamHeader, grid_shape, parse_header
-
-COLOR_FORMAT_NAMES = {
-    ColorFormat.GREY: "grey",
-    ColorFormat.RGB: "rgb",
-    ColorFormat.YUV444: "yuv444",
-    ColorFormat.YUV420: "yuv420",
-}
+from .syntax import LayerSpec, StreamHeader, grid_shape, parse_header
 
 
 def architecture(layers: tuple[LayerSpec, ...]) -> str:
@@ -85,8 +78,8 @@ def stream_info(data: bytes) -> dict[str, Any]:
         "stream_bytes": total,
         "bpp": 8 * total / pixels,
         "header": {
-            "version": 1,
-            "color_format": COLOR_FORMAT_NAMES[header.color_format],
+            "version": header.version,
+            "color_format": header.color_format.label,
             "bit_depth": header.bit_depth,
             "width": header.width,
             "height": header.height,

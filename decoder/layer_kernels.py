@@ -22,25 +22,28 @@ from collections.abc import Sequence
 import numpy as np
 from numba import njit
 
-from .syntax import LayerSpec
+from .syntax import Activation, LayerSpec
 
 GROUP = 4  # taps per multiply-accumulate step
 MAX_WIDTH = 64  # widest layer (spec 3.3)
 
 # Columns of the per-layer descriptor array (int64 [n_layers, DESC_COLUMNS]).
-D_IN, D_OUT, D_KERNEL, D_RESIDUAL, D_ACT, D_N_GROUPS, D_W_OFF, D_TAP_OFF, D_B_OFF = range(9)
+D_IN, D_OUT, D_KERNEL, D_ADDS_INPUT, D_ACT, D_N_GROUPS, D_W_OFF, D_TAP_OFF, D_B_OFF = range(9)
 DESC_COLUMNS = 9
+
+# Activation codes as plain ints (compile-time constants in the kernels).
+_RELU = int(Activation.RELU)
+_LEAKYRELU = int(Activation.LEAKYRELU)
 
 
 @njit(cache=True, inline="always")
 def wrap32(value):
-    """Two's-complement reduction into int32 (spec wrap32) of an int64."""
+    """Two's-complement reduction into int32 (spec 2.2 wrap32) of an int64.
+
+    The decoder's only definition: kernels call it inline; Python code calls it
+    on np.int64 values (the dispatcher compiles it for that type).
+    """
     return np.int32(np.int64(value))
-
-
-def wrap32_int(value: int) -> int:
-    """wrap32 of a Python integer of any size."""
-    return ((value + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 class PackedLayers:
@@ -82,13 +85,14 @@ class PackedLayers:
             taps_c.append(tap // (k * k))
             taps_dy.append((tap // k) % k - k // 2)
             taps_dx.append(tap % k - k // 2)
-            biases.append([wrap32_int(int(v) << bias_shift) for v in b])
+            # |B| < 2^15 and bias_shift <= 28: the shifted bias fits int64.
+            biases.append([wrap32(np.int64(int(v) << bias_shift)) for v in b])
             self.desc[index] = (
                 c_in,
                 c_out,
                 k,
-                int(layer.residual),
-                layer.activation,
+                int(layer.kind.adds_input),
+                int(layer.activation),
                 n_groups,
                 w_off,
                 tap_off,
@@ -156,8 +160,10 @@ def accumulate_group(acc, c_out, n, w_grouped, base, v0, v1, v2, v3, bias_init, 
 
 
 @njit(cache=True)
-def finish_layer(acc, residual_in, c_out, n, w_shift, residual, act, x_out):
-    """x_out[o] = activation(round_shift(acc[o], w_shift) (+ residual_in[o])), spec 2.3.
+def finish_layer(acc, layer_in, c_out, n, w_shift, adds_input, act, x_out):
+    """x_out[o] = activation(round_shift(acc[o], w_shift) (+ layer_in[o])), spec 2.3.
+
+    adds_input: the layer kind adds its input (LayerKind.adds_input).
 
     One pass per output row. The activation is a select between y and
     (y >> neg_shift) & neg_mask: none (0, -1), relu (0, 0), leakyrelu (4, -1).
@@ -165,13 +171,13 @@ def finish_layer(acc, residual_in, c_out, n, w_shift, residual, act, x_out):
     rounding = np.int64(0)
     if w_shift > 0:
         rounding = np.int64(1) << (w_shift - 1)
-    neg_shift = 4 if act == 2 else 0
-    neg_mask = 0 if act == 1 else -1
+    neg_shift = 4 if act == _LEAKYRELU else 0
+    neg_mask = 0 if act == _RELU else -1
     for o in range(c_out):
         acc_o = acc[o]
         out_o = x_out[o]
-        if residual:
-            res_o = residual_in[o]
+        if adds_input:
+            res_o = layer_in[o]
             for t in range(n):
                 y = np.int64(wrap32(np.int64(acc_o[t]) + rounding)) >> w_shift
                 y = np.int64(wrap32(y + res_o[t]))
@@ -208,4 +214,4 @@ def dense_layer(x_in, n, desc_row, w_grouped, bias_init, w_shift, acc, x_out):
             b_off,
             g == 0,
         )
-    finish_layer(acc, x_in, c_out, n, w_shift, desc_row[D_RESIDUAL], desc_row[D_ACT], x_out)
+    finish_layer(acc, x_in, c_out, n, w_shift, desc_row[D_ADDS_INPUT], desc_row[D_ACT], x_out)

@@ -28,21 +28,12 @@ class OutputError(Exception):
     """The requested output cannot be written; the message is one line."""
 
 
-def _format_name(color_format: ColorFormat) -> str:
-    return {
-        ColorFormat.GREY: "grey",
-        ColorFormat.RGB: "RGB",
-        ColorFormat.YUV444: "YUV 4:4:4",
-        ColorFormat.YUV420: "YUV 4:2:0",
-    }[color_format]
-
-
 def yuv_file_name(stem: str, width: int, height: int, color_format: ColorFormat, bits: int) -> str:
     """Cool-chic's naming convention: `<stem>_<W>x<H>_<fps>p_yuv420_<bits>b.yuv`.
 
     The frame rate is not coded in the stream: 1 is written.
     """
-    chroma = "yuv420" if color_format == ColorFormat.YUV420 else "yuv444"
+    chroma = "yuv420" if color_format.chroma_420 else "yuv444"
     return f"{stem}_{width}x{height}_1p_{chroma}_{bits}b.yuv"
 
 
@@ -55,13 +46,13 @@ def resolve_output(header: StreamHeader, path: str | os.PathLike) -> Path:
     target = Path(path)
     suffix = target.suffix.lower()
     fmt = header.color_format
-    name = _format_name(fmt)
+    name = fmt.long_name
     if suffix not in FORMATS:
         raise OutputError(
             f"cannot write '{target.suffix or target.name}' files: use .png, .yuv or .raw"
         )
     if suffix == ".png":
-        if fmt not in (ColorFormat.GREY, ColorFormat.RGB):
+        if fmt.is_yuv:
             raise OutputError(f"PNG cannot hold a {name} picture: write .yuv or .raw instead")
         if header.bit_depth not in (8, 16):
             raise OutputError(
@@ -69,7 +60,7 @@ def resolve_output(header: StreamHeader, path: str | os.PathLike) -> Path:
                 "write .raw instead"
             )
     elif suffix == ".yuv":
-        if fmt not in (ColorFormat.YUV444, ColorFormat.YUV420):
+        if not fmt.is_yuv:
             raise OutputError(f"a {name} picture is not YUV: write .png or .raw instead")
         match = _SIZE_IN_NAME.search(target.stem)
         if match is None:

@@ -1,8 +1,8 @@
 """Output samples: 4:2:0 chroma reduction, Q12 to integer samples, canonical raw bytes.
 
-Spec section 8. Vectorized NumPy in int64 with an explicit wrap32 where the
-spec asks for int32 wrap-around, so the result does not depend on how NumPy
-casts out-of-range integers.
+Spec section 8. The chroma reduction is a Numba kernel with the decoder's
+wrap32 where the spec asks for int32 wrap-around; the sample conversion is
+vectorized NumPy in int64 (no wrap-around there: values are clipped first).
 """
 
 from __future__ import annotations
@@ -10,32 +10,32 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from numba import njit
 
-from .syntax import SYN_FRAC, ColorFormat, StreamHeader
+from .layer_kernels import wrap32
+from .syntax import SYN_FRAC, StreamHeader
 
 ONE_Q12 = 1 << SYN_FRAC  # 4096 represents the largest sample value
 
 
-def wrap32(x: np.ndarray) -> np.ndarray:
-    """Two's-complement int32 reduction of an int64 array, as int64."""
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
+@njit(cache=True)
 def reduce_chroma_420(plane: np.ndarray) -> np.ndarray:
-    """2x2 average of a Q12 plane (H, W) -> (ceil(H/2), ceil(W/2)), spec 8.1.
+    """2x2 average of an int32 Q12 plane (H, W) -> int32 (ceil(H/2), ceil(W/2)), spec 8.1.
 
     The last row / column is repeated for odd sizes; the sum wraps to int32 and
     the result is rounded half up: wrap32(a + b + c + d + 2) >> 2.
     """
-    c = np.asarray(plane, dtype=np.int64)
-    height, width = c.shape
-    y0 = np.arange(0, height, 2)
-    y1 = np.minimum(y0 + 1, height - 1)
-    x0 = np.arange(0, width, 2)
-    x1 = np.minimum(x0 + 1, width - 1)
-    top, bottom = c[y0], c[y1]
-    total = top[:, x0] + top[:, x1] + bottom[:, x0] + bottom[:, x1] + 2
-    return (wrap32(total) >> 2).astype(np.int32)
+    height, width = plane.shape
+    out = np.empty(((height + 1) // 2, (width + 1) // 2), dtype=np.int32)
+    for y in range(out.shape[0]):
+        top = plane[2 * y]
+        bottom = plane[min(2 * y + 1, height - 1)]
+        for x in range(out.shape[1]):
+            x0 = 2 * x
+            x1 = min(x0 + 1, width - 1)
+            total = np.int64(top[x0]) + top[x1] + bottom[x0] + bottom[x1] + 2
+            out[y, x] = np.int64(wrap32(total)) >> 2
+    return out
 
 
 def to_samples(plane: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def make_planes(header: StreamHeader, synthesis_out: np.ndarray) -> list[np.ndar
     """
     planes = []
     for index, channel in enumerate(synthesis_out):
-        if header.color_format == ColorFormat.YUV420 and index > 0:
+        if header.color_format.chroma_420 and index > 0:
             channel = reduce_chroma_420(channel)
         planes.append(to_samples(channel, header.bit_depth))
     return planes

@@ -211,17 +211,25 @@ class Field:
     def message_name(self) -> str:
         return self.label or self.name
 
-    def violation(self, value: Any, name: str | None = None) -> str | None:
-        """Why `value` is not allowed in this field (one line), or None if it is."""
+    def range_violation(self, value: Any, name: str | None = None) -> str | None:
+        """Why `value` is outside the allowed range or values (one line), or None."""
         name = name or self.message_name
         if self.allowed is not None:
             return None if value in self.allowed else f"{name} = {value} not in {self.allowed}"
         low, high = self.limits
-        if not low <= value <= high:
-            return f"{name} = {value} outside [{low}, {high}]"
-        if value % self.multiple_of:
-            return f"{name} = {value} not a multiple of {self.multiple_of}"
-        return None
+        return None if low <= value <= high else f"{name} = {value} outside [{low}, {high}]"
+
+    def violation(self, value: Any, name: str | None = None) -> str | None:
+        """Why `value` is not allowed in this field (one line), or None if it is.
+
+        The parser checks `multiple_of` with the grid rules (`_grid_rules`), where
+        the spec lists it; this checks everything about one value.
+        """
+        problem = self.range_violation(value, name)
+        if problem is None and self.multiple_of > 1 and value % self.multiple_of:
+            name = name or self.message_name
+            problem = f"{name} = {value} not a multiple of {self.multiple_of}"
+        return problem
 
     def clamp(self, value: int) -> int:
         """`value` clamped to the field's type range (so that it can be packed)."""
@@ -727,7 +735,7 @@ class _FieldReader:
         value = f.unpack(self.data, self.pos)
         self.pos += f.size
         if self.validate:
-            problem = f.violation(value, name)
+            problem = f.range_violation(value, name)
             if problem is not None:
                 raise StreamError(problem)
         return value
@@ -811,13 +819,16 @@ def _bias_shift_rule(values: HeaderValues, prefix: str, frac: int) -> None:
 
 
 def _grid_rules(index: int, item: dict[str, int]) -> None:
-    """Spec 3.2, 3.4: latent_min <= latent_max; a constant grid has no substream."""
+    """Spec 3.2, 3.4: latent_min <= latent_max; the substream size is a multiple of 4;
+    a constant grid has no substream."""
     latent_min, latent_max = item["latent_min"], item["latent_max"]
     size = item["substream_bytes"]
     _check(
         latent_min <= latent_max,
         f"grid {index}: latent_min {latent_min} > latent_max {latent_max}",
     )
+    step = HEADER_V1.field("grid.substream_bytes").multiple_of
+    _check(size % step == 0, f"grid {index}: substream size not a multiple of {step}")
     _check(
         latent_min < latent_max or size == 0,
         f"grid {index} is constant but has a {size}-byte substream",

@@ -17,11 +17,11 @@ from numba import njit, prange
 
 from .layer_kernels import (
     D_ACT,
+    D_ADDS_INPUT,
     D_B_OFF,
     D_IN,
     D_N_GROUPS,
     D_OUT,
-    D_RESIDUAL,
     D_TAP_OFF,
     D_W_OFF,
     GROUP,
@@ -56,7 +56,7 @@ def conv_layer_tile(
     bias_init,
     w_shift,
     acc,
-    residual_buf,
+    input_buf,
     x_out,
 ):
     """Layer desc_row (any kernel) at pixels (y, x0..x0+n-1) of src (C, H, W + 2 pad).
@@ -85,14 +85,14 @@ def conv_layer_tile(
             desc_row[D_B_OFF],
             g == 0,
         )
-    residual = desc_row[D_RESIDUAL]
-    if residual:
+    adds_input = desc_row[D_ADDS_INPUT]
+    if adds_input:
         for o in range(c_out):
             res_src = src[o, y, col0:]
-            res_o = residual_buf[o]
+            res_o = input_buf[o]
             for t in range(n):
                 res_o[t] = res_src[t]
-    finish_layer(acc, residual_buf, c_out, n, w_shift, residual, desc_row[D_ACT], x_out)
+    finish_layer(acc, input_buf, c_out, n, w_shift, adds_input, desc_row[D_ACT], x_out)
 
 
 @njit(cache=True, inline="always")

@@ -273,7 +273,7 @@ def test_shift_relations() -> None:
 
 def test_grid_rules() -> None:
     rejects(HeaderFields(grids=[(3, 2, 0)]), "latent_min 3 > latent_max 2")
-    rejects(HeaderFields(grids=[(0, 1, 6)]), "substream_bytes = 6 not a multiple of 4")
+    rejects(HeaderFields(grids=[(0, 1, 6)]), "grid 0: substream size not a multiple of 4")
     rejects(HeaderFields(grids=[(5, 5, 4)]), "constant but has a 4-byte substream")
     parse_header(HeaderFields(grids=[(0, 1, 0)]).stream())  # K > 1 with an empty substream
 

@@ -7,13 +7,13 @@ import hashlib
 import numpy as np
 import pytest
 
+from coolchic_ref.layer_kernels import wrap32
 from coolchic_ref.samples import (
     canonical_raw_bytes,
     make_planes,
     reduce_chroma_420,
     sha256_hex,
     to_samples,
-    wrap32,
 )
 from coolchic_ref.syntax import ColorFormat
 
@@ -71,8 +71,9 @@ def test_chroma_reduction_wraps() -> None:
 
 
 def test_wrap32() -> None:
-    x = np.array([0, 1 << 31, -(1 << 31) - 1, (1 << 32) + 5, -(1 << 40) - 3], dtype=np.int64)
-    assert wrap32(x).tolist() == [wrap(int(v)) for v in x]
+    values = [0, 1 << 31, -(1 << 31) - 1, (1 << 32) + 5, -(1 << 40) - 3, (1 << 63) - 1]
+    for v in values:
+        assert wrap32(np.int64(v)) == wrap32.py_func(np.int64(v)) == wrap(v)
 
 
 @pytest.mark.parametrize("bit_depth", [8, 10, 12, 16])
