@@ -367,9 +367,9 @@ class Mutator:
         for layer in layers:
             type_at = 1 if what == "arm" else 2
             if layer[0] == c_in and self.rng.random() < 0.2:
-                layer[type_at] = 1
+                layer[type_at] = s.LayerKind.RESIDUAL
             elif layer[0] != c_in and self.rng.random() < 0.9:
-                layer[type_at] = 0
+                layer[type_at] = s.LayerKind.LINEAR
             c_in = layer[0]
         self._rebuild(m, what, index)
 
@@ -424,15 +424,15 @@ class Mutator:
         if action == 0:
             s["color_format"] = int(self.rng.integers(len(syntax.ColorFormat)))
             m.syn[-1][0] = m.n_channels()
-            if m.syn[-1][2] == 1:
-                m.syn[-1][2] = 0
+            if m.syn[-1][2] == syntax.LayerKind.RESIDUAL:
+                m.syn[-1][2] = syntax.LayerKind.LINEAR
             self._rebuild(m, "syn", len(m.syn) - 1)
         elif action == 1:
             s["bit_depth"] = int(_pick(self.rng, (8, 9, 10, 12, 15, 16)))
         elif action == 2:
             s["n_ctx_rowcol"] = int(self.rng.integers(1, syntax.MAX_CTX_ROWCOL + 1))
-            if m.arm[0][1] == 1:
-                m.arm[0][1] = 0
+            if m.arm[0][1] == syntax.LayerKind.RESIDUAL:
+                m.arm[0][1] = syntax.LayerKind.LINEAR
             self._rebuild(m, "arm", 0)
             m.substreams = [b"" if self.rng.random() < 0.5 else sub for sub in m.substreams]
         else:

@@ -231,7 +231,7 @@ def _image_problem(header, image) -> str:
         return "decoded a stream whose header does not parse"
     h, w = header.height, header.width
     shapes = [(h, w)] * header.n_channels
-    if header.color_format == 3:
+    if header.color_format.chroma_420:
         shapes[1:] = [((h + 1) // 2, (w + 1) // 2)] * 2
     dtype = np.uint8 if header.bit_depth == 8 else np.uint16
     got = [(p.shape, p.dtype) for p in image.planes]
