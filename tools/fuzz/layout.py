@@ -9,6 +9,7 @@ function runs, so that the atheris worker can instrument it first.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,14 +31,50 @@ def header_table() -> SyntaxTable:
     return decoder_syntax().HEADER_V1
 
 
-def header_fields(data: bytes) -> list[Located]:
+# Header fields by (count field values, bytes available up to the header's end): the
+# layout depends on nothing else, and the mutators ask for it several times per input.
+_LAYOUTS: dict[tuple[tuple[int, ...], int], tuple[Located, ...]] = {}
+
+
+@functools.cache
+def _count_fields() -> tuple:
+    """The count fields of the table's groups (`n_grids`, ...): (field, offset) pairs."""
+    table = header_table()
+    return tuple((table.field(g.count), table.offset(g.count)) for g in table.groups)
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_bytes(counts: tuple[int, ...]) -> int:
+    table = header_table()
+    return table.header_bytes({g.count: n for g, n in zip(table.groups, counts, strict=True)})
+
+
+def _counts(data: bytes) -> tuple[int, ...] | None:
+    """The raw values of the count fields, None if `data` ends before one of them."""
+    count_fields = _count_fields()
+    if any(len(data) < offset + f.size for f, offset in count_fields):
+        return None
+    return tuple(f.unpack(data, offset) for f, offset in count_fields)
+
+
+def header_fields(data: bytes) -> tuple[Located, ...]:
     """The numeric header fields of `data`, laid out from its own count fields (spec 3.2).
 
     Works on any bytes: counts are taken as they are (not validated) and fields
     beyond the end of `data` are omitted. The magic is left out (rule 1 has its
     own mutations: flips, truncations).
     """
-    return [f for f in header_table().locate(data) if not f.field.is_bytes]
+    counts = _counts(data)
+    if counts is None:
+        return tuple(f for f in header_table().locate(data) if not f.field.is_bytes)
+    key = (counts, min(len(data), _header_bytes(counts)))
+    fields = _LAYOUTS.get(key)
+    if fields is None:
+        if len(_LAYOUTS) >= 4096:
+            _LAYOUTS.clear()
+        fields = tuple(f for f in header_table().locate(data) if not f.field.is_bytes)
+        _LAYOUTS[key] = fields
+    return fields
 
 
 def quant_fields() -> list:
@@ -47,7 +84,8 @@ def quant_fields() -> list:
 
 def header_size(data: bytes) -> int:
     """header_bytes of spec 3.2 from the raw count fields (0 if they are not there)."""
-    return header_table().header_size(data)
+    counts = _counts(data)
+    return 0 if counts is None else _header_bytes(counts)
 
 
 @dataclass

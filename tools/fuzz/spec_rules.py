@@ -10,6 +10,9 @@ weights reader: the oracle compares the decoder's decision with this one.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
 from tools.fuzz.layout import decoder_syntax
 
 INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
@@ -32,6 +35,30 @@ def spec_verdict(data: bytes) -> tuple[int, str] | None:
     return None
 
 
+# Per table field: (the field, its struct, whether a value is allowed). The same test as
+# `Field.violation`, prepared once: the oracle runs it on every field of every input.
+_READERS: dict[int, tuple] = {}
+
+
+def _reader(f) -> tuple[struct.Struct, Callable[[int], bool]]:
+    entry = _READERS.get(id(f))
+    if entry is None:
+        multiple = f.multiple_of
+        if f.allowed is not None:
+            allowed = frozenset(f.allowed)
+
+            def ok(value: int) -> bool:
+                return value in allowed and value % multiple == 0
+        else:
+            low, high = f.limits
+
+            def ok(value: int) -> bool:
+                return low <= value <= high and value % multiple == 0
+
+        entry = _READERS[id(f)] = (f, struct.Struct(f.fmt), ok)  # f kept: ids stay unique
+    return entry[1], entry[2]
+
+
 def _need(ok: bool, reason: str) -> None:
     if not ok:
         raise _Invalid(4, reason)
@@ -49,13 +76,15 @@ def _spec_check(data: bytes) -> None:
     def take(f) -> int:
         """Read field `f` at `pos` (rule 3 if cut) and check its own range (rule 4)."""
         nonlocal pos
-        if pos + f.size > len(data):
+        packing, ok = _reader(f)
+        if pos + packing.size > len(data):
             raise _Invalid(3, "truncated header")
-        value = f.unpack(data, pos)
-        pos += f.size
-        _need(f.violation(value) is None, f.name)
+        (value,) = packing.unpack_from(data, pos)
+        pos += packing.size
+        _need(ok(value), f.name)
         return value
 
+    adds_input = {kind for kind in s.LayerKind if kind.adds_input}
     v: dict = {}  # values read so far
     n_params, macs = 0, {}
     for element in table.elements[2:]:  # after magic and version
@@ -79,7 +108,7 @@ def _spec_check(data: bytes) -> None:
                 _need(low <= high and (low < high or item["substream_bytes"] == 0), "grid")
                 continue
             out, kernel = item["out"], item.get("kernel", 1)
-            _need(not s.LayerKind(item["type"]).adds_input or out == c_in, "residual")
+            _need(item["type"] not in adds_input or out == c_in, "residual")
             mac += kernel * kernel * c_in * out
             n_params += kernel * kernel * c_in * out + out
             c_in = out
