@@ -2,7 +2,7 @@
 
     import coolchic_ref
     image = coolchic_ref.decode(open("image.cool", "rb").read())
-    image.planes, image.bit_depth, image.color_format
+    image.planes, image.bit_depth, image.color_format  # a ColorFormat (IntEnum)
 
 Nothing here imports torch or the encoder (`coolchic_ref.encoder`, optional).
 """
@@ -15,10 +15,11 @@ from importlib.metadata import PackageNotFoundError, version
 # is light: it imports the Numba kernels on the first call of decode().
 from .decode import DecodedImage, decode
 from .errors import StreamError
+from .syntax import ColorFormat
 
 try:
     __version__ = version("coolchic-ref")
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["DecodedImage", "StreamError", "__version__", "decode"]
+__all__ = ["ColorFormat", "DecodedImage", "StreamError", "__version__", "decode"]

@@ -1,13 +1,21 @@
 """Entropy decoding of the latent grids (spec section 5).
 
 Each non-constant grid is decoded from its own rANS substream (5.5) in wavefront
-order (5.2). For every diagonal the causal contexts of all its positions are
-gathered into a planar [dim_arm][n] int32 block and the fixed-point ARM (5.3,
-layer rule 2.3) runs over the block with the position loop innermost; then the
-diagonal's symbols are decoded in order. Each symbol is found by evaluating the
-integer Laplace cdf (5.4) on demand: first the symbol whose interval holds mu
-(precomputed for the whole diagonal, independent of the rANS state), else a
-galloping search from there; no per-latent table is ever built.
+order (5.2). The coder and the model are separate, as in constriction: the
+rANS coder (`rans_start`, `rans_quantile`, `rans_advance`, `rans_end_status`)
+holds the state and reads words; the model gives, for a quantile q, the symbol
+whose cdf interval holds it (`laplace_symbol`). For every diagonal the causal
+contexts of all its positions are gathered into a planar [dim_arm][n] int32
+block (`gather_contexts`), the fixed-point ARM (5.3, layer rule 2.3) runs over
+the block with the position loop innermost, and the part of the integer
+Laplace cdf (5.4) that does not depend on the rANS state is computed for the
+whole batch (`laplace_batch`); then the diagonal's symbols are decoded in
+order. The cdf is evaluated on demand: first the symbol whose interval holds
+mu, else a galloping search from there; no per-latent table is ever built.
+
+The per-symbol helpers are inlined and take scalars (and the substream), and
+the spec tables are module globals: with arrays passed to the per-symbol
+helpers (Numba reference-counts each), grid decoding measured 13-35 % slower.
 
 Grids are independent: they are spread over numba.get_num_threads() Python
 threads in bins of roughly equal size (the grid decoder releases the GIL; a
@@ -52,7 +60,8 @@ _MAX_LOG_SCALE = 2048
 _MIN_LOG_SCALE = -1536
 _MU_LIMIT = 1 << 23
 
-# int32 copies of the tables (every entry < 2^31): half the cache footprint.
+# int32 copies of the spec tables (every entry < 2^31): half the cache footprint.
+# Module globals, which the kernels compile in as constants.
 _EXP_NEG_I32 = EXP_NEG.astype(np.int32)
 _INV_SCALE_I32 = INV_SCALE.astype(np.int32)
 
@@ -70,7 +79,7 @@ def context_offsets(n_ctx_rowcol: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True, inline="always")
-def _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg):
+def _boundary_mass(i, latent_min, mu, inv_scale_q20):
     """G(i) of spec 5.4: Laplace cumulative mass at boundary latent_min + i - 1/2, Q30.
 
     Written with clamps and selects rather than branches: mu varies from one
@@ -78,24 +87,24 @@ def _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg):
     """
     b = ((latent_min + i) << 8) - 128
     t = (abs(b - mu) * inv_scale_q20) >> 20
-    last = exp_neg.shape[0] - 1
-    e = np.int64(exp_neg[min(t, last)])
+    last = _EXP_NEG_I32.shape[0] - 1
+    e = np.int64(_EXP_NEG_I32[min(t, last)])
     e = np.int64(0) if t > last else e
     half = e >> 1
     return half if b < mu else _ONE30 - half
 
 
 @njit(cache=True, inline="always")
-def _cdf(i, k, spare, g0, mass, latent_min, mu, inv_scale_q20, exp_neg):
+def _cdf(i, k, spare, g0, mass, latent_min, mu, inv_scale_q20):
     """cdf(i) of spec 5.4 (int64); spare = 2^24 - K, mass = D = G(K) - G(0)."""
     if mass > 0:
-        g = _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg)
+        g = _boundary_mass(i, latent_min, mu, inv_scale_q20)
         return i + ((g - g0) * spare) // mass
     return i + (i * spare) // k
 
 
 @njit(cache=True)
-def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu, inv, exp_neg):
+def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu, inv):
     """The symbol s with cdf(s) <= q < cdf(s + 1) when it is not `guess`.
 
     c_guess = cdf(guess), c_next = cdf(guess + 1). Gallops away from the guess
@@ -112,7 +121,7 @@ def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu
                 lo = 0
                 c_lo = np.int64(0)
                 break
-            c_probe = _cdf(probe, k, spare, g0, mass, latent_min, mu, inv, exp_neg)
+            c_probe = _cdf(probe, k, spare, g0, mass, latent_min, mu, inv)
             if c_probe <= q:
                 lo = probe
                 c_lo = c_probe
@@ -130,7 +139,7 @@ def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu
                 hi = k
                 c_hi = np.int64(_TOTAL)
                 break
-            c_probe = _cdf(probe, k, spare, g0, mass, latent_min, mu, inv, exp_neg)
+            c_probe = _cdf(probe, k, spare, g0, mass, latent_min, mu, inv)
             if c_probe > q:
                 hi = probe
                 c_hi = c_probe
@@ -140,7 +149,7 @@ def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu
             step *= 2
     while hi - lo > 1:
         mid = (lo + hi) >> 1
-        c_mid = _cdf(mid, k, spare, g0, mass, latent_min, mu, inv, exp_neg)
+        c_mid = _cdf(mid, k, spare, g0, mass, latent_min, mu, inv)
         if c_mid <= q:
             lo = mid
             c_lo = c_mid
@@ -148,6 +157,131 @@ def _search_symbol(q, guess, c_guess, c_next, k, spare, g0, mass, latent_min, mu
             hi = mid
             c_hi = c_mid
     return lo, c_lo, c_hi
+
+
+# --- the rANS coder (spec 5.5) -------------------------------------------------------
+# The coder holds the state and the read position in the substream's words; it
+# knows nothing of the model. Per symbol it hands the model a quantile q in
+# [0, 2^24) and takes back the symbol's interval [c_lo, c_hi) of the cdf.
+
+
+@njit(cache=True, inline="always")
+def rans_start(words):
+    """(state, pos, status): the initial state read from the first words (spec 5.5).
+
+    An empty substream starts with state 0 (every symbol then decodes from q = 0);
+    a non-empty one whose first word is 0 is invalid (STATUS_BAD_START).
+    """
+    n_words = words.shape[0]
+    state = np.uint64(0)
+    pos = 0
+    if n_words > 0:
+        if words[0] == 0:
+            return state, pos, STATUS_BAD_START
+        state = np.uint64(words[0])
+        pos = 1
+        while pos < n_words and state < _TWO32:
+            state = (state << _SHIFT32) | np.uint64(words[pos])
+            pos += 1
+    return state, pos, STATUS_OK
+
+
+@njit(cache=True, inline="always")
+def rans_quantile(state):
+    """q = state mod 2^24: the cdf value whose symbol is decoded next (int64)."""
+    return np.int64(state & _LOW24)
+
+
+@njit(cache=True, inline="always")
+def rans_advance(state, pos, words, q, c_lo, c_hi):
+    """(state, pos) after the symbol with interval [c_lo, c_hi) that holds q, with the
+    renormalisation: one word is read when the state falls below 2^32 (spec 5.5)."""
+    state = (state >> _SHIFT24) * np.uint64(c_hi - c_lo) + np.uint64(q - c_lo)
+    if state < _TWO32 and pos < words.shape[0]:
+        state = (state << _SHIFT32) | np.uint64(words[pos])
+        pos += 1
+    return state, pos
+
+
+@njit(cache=True, inline="always")
+def rans_end_status(state, pos, words):
+    """STATUS_OK if every word was read and the state is back to 0 (spec 5.5)."""
+    return STATUS_OK if pos == words.shape[0] and state == 0 else STATUS_SIZE_MISMATCH
+
+
+# --- the model: ARM and integer Laplace (spec 5.2-5.4) ----------------------------
+# Everything that does not depend on the rANS state is computed for a whole
+# batch of positions of one diagonal; the serial loop then asks `laplace_symbol`.
+
+# Rows of the per-batch model array (int64 [_MODEL_ROWS, TILE]).
+M_MU, M_INV, M_G0, M_MASS, M_GUESS, M_C_GUESS, M_C_NEXT = range(7)
+_MODEL_ROWS = 7
+
+
+@njit(cache=True)
+def gather_contexts(ctx, d, y0, n, r, ctx_dy, ctx_dx, diag_first, diag_start, diag_latents):
+    """Causal contexts (spec 5.2) of positions y0..y0+n-1 of diagonal d, planar Q8 int32
+    into ctx[j][t]; context positions outside the grid are 0."""
+    for j in range(ctx_dy.shape[0]):
+        # Context j of position (y0 + t, .) is row y0 + dy + t of diagonal
+        # d + dx + (r + 1) dy; rows outside that diagonal are outside the grid.
+        row = ctx[j]
+        src_d = d + ctx_dx[j] + (r + 1) * ctx_dy[j]
+        src_y0 = y0 + ctx_dy[j]
+        t_lo = n
+        t_hi = n
+        if src_d >= 0:
+            src_first = diag_first[src_d]
+            src_count = diag_start[src_d + 1] - diag_start[src_d]
+            t_lo = min(n, max(0, src_first - src_y0))
+            t_hi = max(t_lo, min(n, src_first + src_count - src_y0))
+        for t in range(t_lo):
+            row[t] = 0
+        if t_hi > t_lo:
+            src = diag_latents[diag_start[src_d] + src_y0 + t_lo - diag_first[src_d] :]
+            dst = row[t_lo:]
+            for t in range(t_hi - t_lo):
+                dst[t] = src[t] << ARM_FRAC
+        for t in range(t_hi, n):
+            row[t] = 0
+
+
+@njit(cache=True)
+def laplace_batch(model, mus, log_scales, n, k, lmin):
+    """The state-independent part of spec 5.4 for positions 0..n-1 into `model`.
+
+    mus, log_scales: the ARM outputs (Q8); per position: clipped mu, 1/scale
+    (Q20), G(0), D = G(K) - G(0), the guess (the symbol whose interval holds
+    mu) and cdf(guess), cdf(guess + 1).
+    """
+    spare = np.int64(_TOTAL - k)
+    for t in range(n):
+        log_scale = min(max(np.int64(log_scales[t]), _MIN_LOG_SCALE), _MAX_LOG_SCALE)
+        inv = np.int64(_INV_SCALE_I32[log_scale - _MIN_LOG_SCALE])
+        mu = min(max(np.int64(mus[t]), -_MU_LIMIT), _MU_LIMIT)
+        g0 = _boundary_mass(0, lmin, mu, inv)
+        mass = _boundary_mass(k, lmin, mu, inv) - g0
+        guess = min(max(((mu + 128) >> 8) - lmin, 0), k - 1)
+        model[M_MU, t] = mu
+        model[M_INV, t] = inv
+        model[M_G0, t] = g0
+        model[M_MASS, t] = mass
+        model[M_GUESS, t] = guess
+        model[M_C_GUESS, t] = _cdf(guess, k, spare, g0, mass, lmin, mu, inv)
+        model[M_C_NEXT, t] = _cdf(guess + 1, k, spare, g0, mass, lmin, mu, inv)
+
+
+@njit(cache=True, inline="always")
+def laplace_symbol(q, k, lmin, mu, inv, g0, mass, guess, c_guess, c_next):
+    """(s, cdf(s), cdf(s + 1)) with cdf(s) <= q < cdf(s + 1) (spec 5.4, 5.5), for one
+    position's model (a column of `laplace_batch`'s array): the guess when it holds
+    q, else a search. Scalars only: no array crosses this boundary per symbol."""
+    if c_guess <= q < c_next:
+        return guess, c_guess, c_next
+    return _search_symbol(q, guess, c_guess, c_next, k, _TOTAL - k, g0, mass, lmin, mu, inv)
+
+
+# --- one grid ---------------------------------------------------------------------
 
 
 @njit(cache=True, nogil=True)
@@ -165,32 +299,19 @@ def decode_grid(
     w_grouped,
     bias_init,
     w_shift,
-    exp_neg,
-    inv_scale,
     check_end,
 ):
     """Decode one grid (spec 5.2-5.5) into `latents` (int32 (height, width), latent values).
 
     words: the substream as uint32 words; r: n_ctx_rowcol; k: alphabet size K;
     ctx_dy, ctx_dx: context_offsets(r); desc, w_grouped, bias_init, w_shift: the
-    ARM as PackedLayers (weights Q`w_shift`, activations Q8); exp_neg (Q30) and
-    inv_scale (Q20): the spec tables as int32. Returns STATUS_OK, STATUS_BAD_START
-    (latents then unwritten) or, if check_end, STATUS_SIZE_MISMATCH.
+    ARM as PackedLayers (weights Q`w_shift`, activations Q8). Returns STATUS_OK,
+    STATUS_BAD_START (latents then unwritten) or, if check_end, STATUS_SIZE_MISMATCH.
     """
-    n_words = words.shape[0]
-    state = np.uint64(0)
-    pos = 0
-    if n_words > 0:
-        if words[0] == 0:
-            return STATUS_BAD_START
-        state = np.uint64(words[0])
-        pos = 1
-        while pos < n_words and state < _TWO32:
-            state = (state << _SHIFT32) | np.uint64(words[pos])
-            pos += 1
+    state, pos, status = rans_start(words)
+    if status != STATUS_OK:
+        return status
 
-    dim = ctx_dy.shape[0]
-    n_layers = desc.shape[0]
     # Latents are kept diagonal-major: diagonal d holds rows diag_first[d].. in
     # order, so the context values of consecutive positions of a diagonal are
     # consecutive in memory (vectorizable copies instead of strided gathers).
@@ -204,99 +325,50 @@ def decode_grid(
         diag_start[d + 1] = diag_start[d] + y_last - y_first + 1
     diag_latents = np.zeros(height * width, dtype=np.int32)
 
+    n_layers = desc.shape[0]
     buf_a = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
     buf_b = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
     acc = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
-    batch_mu = np.empty(TILE, dtype=np.int64)
-    batch_inv = np.empty(TILE, dtype=np.int64)
-    batch_g0 = np.empty(TILE, dtype=np.int64)
-    batch_mass = np.empty(TILE, dtype=np.int64)
-    batch_guess = np.empty(TILE, dtype=np.int64)
-    batch_c_guess = np.empty(TILE, dtype=np.int64)
-    batch_c_next = np.empty(TILE, dtype=np.int64)
-    spare = np.int64(_TOTAL - k)
+    model = np.empty((_MODEL_ROWS, TILE), dtype=np.int64)
     lmin = np.int64(latent_min)
     for d in range(n_diagonals):
         y_first = diag_first[d]
         y_last = y_first + diag_start[d + 1] - diag_start[d] - 1
         for y0 in range(y_first, y_last + 1, TILE):
             n = min(TILE, y_last + 1 - y0)
-            for j in range(dim):
-                # Context j of position (y0 + t, .) is row y0 + dy + t of diagonal
-                # d + dx + (r + 1) dy; rows outside that diagonal are outside the grid.
-                row = buf_a[j]
-                src_d = d + ctx_dx[j] + (r + 1) * ctx_dy[j]
-                src_y0 = y0 + ctx_dy[j]
-                t_lo = n
-                t_hi = n
-                if src_d >= 0:
-                    src_first = diag_first[src_d]
-                    src_count = diag_start[src_d + 1] - diag_start[src_d]
-                    t_lo = min(n, max(0, src_first - src_y0))
-                    t_hi = max(t_lo, min(n, src_first + src_count - src_y0))
-                for t in range(t_lo):
-                    row[t] = 0
-                if t_hi > t_lo:
-                    src = diag_latents[diag_start[src_d] + src_y0 + t_lo - diag_first[src_d] :]
-                    dst = row[t_lo:]
-                    for t in range(t_hi - t_lo):
-                        dst[t] = src[t] << ARM_FRAC
-                for t in range(t_hi, n):
-                    row[t] = 0
+            # Model: ARM on the batch's contexts, then the Laplace parameters.
+            gather_contexts(
+                buf_a, d, y0, n, r, ctx_dy, ctx_dx, diag_first, diag_start, diag_latents
+            )
             x_in, x_out = buf_a, buf_b
             for layer in range(n_layers):
                 dense_layer(x_in, n, desc[layer], w_grouped, bias_init, w_shift, acc, x_out)
                 x_in, x_out = x_out, x_in
-            mus = x_in[0]
-            log_scales = x_in[1]
-            # Everything of 5.4 that does not depend on the rANS state, for the whole
-            # batch: the serial loop below then mostly just checks the likeliest symbol.
+            laplace_batch(model, x_in[0], x_in[1], n, k, lmin)
+            # Coder: one symbol per position, in order.
+            out = diag_latents[diag_start[d] + y0 - y_first :]
             for t in range(n):
-                log_scale = min(max(np.int64(log_scales[t]), _MIN_LOG_SCALE), _MAX_LOG_SCALE)
-                inv = np.int64(inv_scale[log_scale - _MIN_LOG_SCALE])
-                mu = min(max(np.int64(mus[t]), -_MU_LIMIT), _MU_LIMIT)
-                g0 = _boundary_mass(0, lmin, mu, inv, exp_neg)
-                mass = _boundary_mass(k, lmin, mu, inv, exp_neg) - g0
-                # The symbol whose interval holds mu.
-                guess = min(max(((mu + 128) >> 8) - lmin, 0), k - 1)
-                batch_mu[t] = mu
-                batch_inv[t] = inv
-                batch_g0[t] = g0
-                batch_mass[t] = mass
-                batch_guess[t] = guess
-                batch_c_guess[t] = _cdf(guess, k, spare, g0, mass, lmin, mu, inv, exp_neg)
-                batch_c_next[t] = _cdf(guess + 1, k, spare, g0, mass, lmin, mu, inv, exp_neg)
-            for t in range(n):
-                q = np.int64(state & _LOW24)
-                lo = batch_guess[t]
-                c_lo = batch_c_guess[t]
-                c_hi = batch_c_next[t]
-                if q < c_lo or q >= c_hi:
-                    lo, c_lo, c_hi = _search_symbol(
-                        q,
-                        lo,
-                        c_lo,
-                        c_hi,
-                        k,
-                        spare,
-                        batch_g0[t],
-                        batch_mass[t],
-                        lmin,
-                        batch_mu[t],
-                        batch_inv[t],
-                        exp_neg,
-                    )
-                state = (state >> _SHIFT24) * np.uint64(c_hi - c_lo) + np.uint64(q - c_lo)
-                if state < _TWO32 and pos < n_words:
-                    state = (state << _SHIFT32) | np.uint64(words[pos])
-                    pos += 1
-                diag_latents[diag_start[d] + y0 + t - y_first] = lmin + lo
+                q = rans_quantile(state)
+                s, c_lo, c_hi = laplace_symbol(
+                    q,
+                    k,
+                    lmin,
+                    model[M_MU, t],
+                    model[M_INV, t],
+                    model[M_G0, t],
+                    model[M_MASS, t],
+                    model[M_GUESS, t],
+                    model[M_C_GUESS, t],
+                    model[M_C_NEXT, t],
+                )
+                state, pos = rans_advance(state, pos, words, q, c_lo, c_hi)
+                out[t] = lmin + s
     for y in range(height):
         for x in range(width):
             d = x + (r + 1) * y
             latents[y, x] = diag_latents[diag_start[d] + y - diag_first[d]]
-    if check_end and (pos != n_words or state != 0):
-        return STATUS_SIZE_MISMATCH
+    if check_end:
+        return rans_end_status(state, pos, words)
     return STATUS_OK
 
 
@@ -368,8 +440,6 @@ def decode_latent_grids(
                 arm.w_grouped,
                 arm.bias_init,
                 arm.w_shift,
-                _EXP_NEG_I32,
-                _INV_SCALE_I32,
                 check_end,
             )
 

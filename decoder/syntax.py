@@ -18,11 +18,11 @@ Public API for the decoder, tools and tests (stable names):
 - `table.field("width")`, `table.field("arm.out")`: a `Field` by name (a
   group's field as `<group>.<field>`); `table.group("grid")`: a `Group`.
 - `Field`: `name`, `fmt` (struct format), `size`, `signed`, `type_range`,
-  `low` / `high` (allowed range, inclusive), `allowed` (allowed values where
-  not a whole range), `section`, `offset` (from the start of the header for
-  the fixed fields magic..n_syn_layers; from the start of the item for a
-  group's fields; None where it depends on earlier counts), `violation(v)`,
-  `clamp(v)`.
+  `low` / `high` and `limits` (allowed range, inclusive), `allowed` (allowed
+  values where not a whole range), `multiple_of`, `section`, `offset` (from
+  the start of the header for the fixed fields magic..n_syn_layers; from the
+  start of the item for a group's fields; None where it depends on earlier
+  counts), `violation(v)`, `clamp(v)` / `wrap(v)` (into the type's range).
 - `table.offset(name)`: byte offset of a fixed field (ValueError otherwise).
 - `table.header_bytes(counts)`: header length for given count field values;
   `table.header_size(data)`: the same from the raw count bytes of any data.
@@ -235,6 +235,11 @@ class Field:
         """`value` clamped to the field's type range (so that it can be packed)."""
         low, high = self.type_range
         return min(max(value, low), high)
+
+    def wrap(self, value: int) -> int:
+        """`value` reduced modulo 2^bits into the field's type (two's complement if signed)."""
+        low, high = self.type_range
+        return (value - low) % (high - low + 1) + low
 
     def unpack(self, data: bytes | bytearray | memoryview, offset: int) -> Any:
         return struct.unpack_from(self.fmt, data, offset)[0]

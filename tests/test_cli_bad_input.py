@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from handmade import HeaderFields, make_stream, pack_bits
 
 from coolchic_ref import StreamError, decode
 from coolchic_ref.cli import main
+from coolchic_ref.syntax import HEADER_V1
 
 EXIT_IO = 1
 EXIT_INVALID_STREAM = 2
@@ -211,12 +211,10 @@ def test_random_byte_flips_cli_subprocess(valid_streams: list[bytes], tmp_path: 
 def test_substream_size_mismatch(valid_streams: list[bytes]) -> None:
     # Append one zero word to grid 0's substream, and declare it in the header.
     data = bytearray(valid_streams[0])
-    offset = 30 + 3 * 1 + 4 * 3  # first per-grid record of make_stream's header
-    latent_min, latent_max, size = struct.unpack_from("<hhI", data, offset)
-    struct.pack_into("<hhI", data, offset, latent_min, latent_max, size + 4)
-    header_bytes = offset + 8 * 3
-    weights_bytes = struct.unpack_from("<I", data, offset - 4)[0]
-    position = header_bytes + weights_bytes + size
+    fields = {loc.name: loc for loc in HEADER_V1.locate(data)}
+    size = fields["grid0.substream_bytes"].read(data)
+    fields["grid0.substream_bytes"].write(data, size + 4)
+    position = HEADER_V1.header_size(data) + fields["weights_bytes"].read(data) + size
     data[position:position] = b"\x00\x00\x00\x00"
     with pytest.raises(StreamError, match="substream size mismatch"):
         decode(bytes(data))

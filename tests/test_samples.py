@@ -112,13 +112,13 @@ class FakeHeader:
     ],
 )
 def test_planes(color_format: ColorFormat, shapes: list[tuple[int, int]]) -> None:
-    n = 1 if color_format == ColorFormat.GREY else 3
+    n = color_format.n_channels
     synthesis = np.random.default_rng(1).integers(-100, 4200, size=(n, 5, 7)).astype(np.int32)
     planes = make_planes(FakeHeader(color_format, 10), synthesis)
     assert [p.shape for p in planes] == shapes
     assert all(p.dtype == np.uint16 for p in planes)
     assert np.array_equal(planes[0], to_samples(synthesis[0], 10))
-    if color_format == ColorFormat.YUV420:
+    if color_format.chroma_420:
         assert np.array_equal(planes[2], to_samples(reduce_chroma_420(synthesis[2]), 10))
 
 

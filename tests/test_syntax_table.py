@@ -204,6 +204,9 @@ def test_patch_a_field() -> None:
     with pytest.raises(struct.error):
         last.write(data, -1)
     assert last.field.clamp(-1) == 0 and last.field.clamp(1 << 40) == (1 << 32) - 1
+    assert last.field.wrap(-1) == (1 << 32) - 1 and last.field.wrap((1 << 32) + 5) == 5
+    latent_min = HEADER_V1.field("grid.latent_min")
+    assert [latent_min.wrap(v) for v in (32768, -32769, 65535, 7)] == [-32768, 32767, -1, 7]
     assert parse_header(bytes(data)) == header
 
 
