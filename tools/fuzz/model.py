@@ -109,20 +109,28 @@ class Model:
         return int(bits, 2).to_bytes(len(bits) // 8, "big") if bits else b"\x00"
 
     def to_bytes(self) -> bytes:
-        """The stream (spec 3.1); lengths follow the sections, nothing is validated."""
+        """The stream (spec 3.1); lengths follow the sections, nothing is validated.
+
+        Header values are reduced into their fields' types (`Field.wrap`), so any
+        model can be written.
+        """
+        table = header_table()
         weights = self.weights_section()
-        header = header_table().pack(
-            {
-                **self.scalars,
+
+        def items(group: str, rows: list) -> list[list[int]]:
+            fields = table.group(group).fields
+            return [[f.wrap(v) for f, v in zip(fields, row, strict=True)] for row in rows]
+
+        grids = [(lo, hi, len(s)) for (lo, hi), s in zip(self.grids, self.substreams, strict=True)]
+        header = table.pack(
+            {name: table.field(name).wrap(value) for name, value in self.scalars.items()}
+            | {
                 "magic": decoder_syntax().MAGIC,
-                "ups_half_taps": len(self.taps),
+                "ups_half_taps": table.field("ups_half_taps").wrap(len(self.taps)),
                 "weights_bytes": len(weights),
-                "arm": self.arm,
-                "syn": self.syn,
-                "grid": [
-                    (lo, hi, len(sub))
-                    for (lo, hi), sub in zip(self.grids, self.substreams, strict=True)
-                ],
+                "arm": items("arm", self.arm),
+                "syn": items("syn", self.syn),
+                "grid": items("grid", grids),
             }
         )
         return header + weights + b"".join(self.substreams)
