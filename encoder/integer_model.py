@@ -15,9 +15,11 @@ of package `coolchic_ref.tables`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.resources
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,9 +54,29 @@ def tables() -> tuple[np.ndarray, np.ndarray]:
     return exp_neg, inv_scale
 
 
+_wrap_observers: list[Callable[[np.ndarray], None]] = []
+
+
 def wrap32(x: np.ndarray) -> np.ndarray:
     """Reduce int64 values modulo 2^32 into [-2^31, 2^31 - 1] (two's complement int32)."""
-    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+    x = np.asarray(x, dtype=np.int64)
+    for observe in _wrap_observers:
+        observe(x)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+@contextlib.contextmanager
+def observing_wrap32(observe: Callable[[np.ndarray], None]) -> Iterator[None]:
+    """Within the block, `observe(x)` sees the int64 values every `wrap32` reduces.
+
+    For tools that report which stages of a decode wrap around (the conformance
+    generator's feature list); the results of the simulation do not change.
+    """
+    _wrap_observers.append(observe)
+    try:
+        yield
+    finally:
+        _wrap_observers.remove(observe)
 
 
 def round_shift(x: np.ndarray, n: int) -> np.ndarray:
@@ -196,6 +218,19 @@ def _clipped_params(mu: np.ndarray, log_scale: np.ndarray) -> tuple[np.ndarray, 
     s = np.clip(np.asarray(log_scale, dtype=np.int64), LOG_SCALE_MIN, LOG_SCALE_MAX)
     m = np.clip(np.asarray(mu, dtype=np.int64), -MU_LIMIT, MU_LIMIT)
     return m, inv_scale[s - LOG_SCALE_MIN]
+
+
+def laplace_at_boundary(
+    boundary: np.ndarray, mu: np.ndarray, log_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(t, G) of spec 5.4 at Q8 boundaries, for mu and log_scale clipped as the spec says.
+
+    t = (|boundary - mu| * inv_scale) >> 20 is the EXP_NEG index before its limit
+    (t >= EXP_NEG_SIZE: a tail mass of 0); G is the cumulative, Q30. Arrays broadcast.
+    """
+    m, inv = _clipped_params(mu, log_scale)
+    t = (np.abs(np.asarray(boundary, dtype=np.int64) - m) * inv) >> 20
+    return t, _laplace_g(np.asarray(boundary, dtype=np.int64) + np.zeros_like(m), m, inv)
 
 
 def laplace_cdf(

@@ -1,10 +1,10 @@
-"""Bounded fuzzing of the decoder against spec section 9 (the long runs: tools/fuzz.py).
+"""Bounded fuzzing of the decoder against spec section 9 (the long runs: `python -m tools.fuzz`).
 
 Every input must decode to a picture or raise StreamError with a one-line
 message, with the decision of rules 1-6 and 7a agreeing with an independent
 check, within the time and memory bounds of spec 9.3. Inputs are structure-aware
 mutations of the small seed streams in tests/fuzz_seeds/ (made by
-`python tools/fuzz.py make-seeds`); tests/regressions/ holds streams the
+`python -m tools.fuzz make-seeds`); tests/regressions/ holds streams the
 fuzzer found, each with its expected outcome in manifest.json.
 """
 
@@ -23,11 +23,9 @@ import pytest
 
 from coolchic_ref import StreamError, decode
 from coolchic_ref.syntax import MAX_PIXELS, parse_header
+from tools import fuzz
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-import fuzz  # noqa: E402
 
 SEEDS = fuzz.load_corpus(fuzz.DEFAULT_SEEDS)
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
@@ -61,7 +59,7 @@ def test_seeds_are_small_valid_and_round_trip(oracle: fuzz.Oracle) -> None:
 
 
 def test_header_layout_agrees_with_the_parser() -> None:
-    # The fuzzer's field map (offsets, formats) reads what coolchic_ref.syntax reads.
+    # The fuzzer's field map (the syntax table's `locate`) reads what parse_header reads.
     for data in SEEDS:
         header = parse_header(data)
         values = {f.name: fuzz.read_field(data, f) for f in fuzz.header_fields(data)}
@@ -114,8 +112,8 @@ def test_every_field_out_of_range_is_rejected_by_both_checks() -> None:
     # the independent spec check both reject (rule 4).
     data = SEEDS[5]
     for f in fuzz.header_fields(data):
-        for value in (f.low - 1, f.high + 1):
-            low, high = f.type_range
+        for value in (f.field.limits[0] - 1, f.field.limits[1] + 1):
+            low, high = f.field.type_range
             if not low <= value <= high or f.name.endswith(("latent_min", "latent_max")):
                 continue
             mutated = bytearray(data)
@@ -284,10 +282,9 @@ def test_largest_picture_truncated_after_header_is_cheap(oracle: fuzz.Oracle) ->
 
 
 def test_cli_peak_is_the_cli_s_own(tmp_path: Path) -> None:
-    # The 17 "CLI peak RSS" findings of the 1-hour run (tools/fuzz-log.md): the peak
-    # was os.wait4's ru_maxrss, into which Linux folds the parent's resident
-    # high-water mark, so every check reported the fuzz worker's own peak. The CLI's
-    # peak must not depend on the size of the process that starts it.
+    # The CLI's peak must not depend on the size of the process that starts it
+    # (os.wait4's ru_maxrss would: Linux folds the parent's resident high-water
+    # mark into it; tools/fuzz-log.md, 1-hour run).
     ballast = np.ones(320 << 20, dtype=np.uint8)  # 320 MiB resident in this process
     stream = tmp_path / "bad.cool"
     stream.write_bytes(b"CCRX" + bytes(40))
@@ -389,7 +386,7 @@ def test_nojit_slice_agrees_with_jit(tmp_path: Path, oracle: fuzz.Oracle) -> Non
     """Under NUMBA_DISABLE_JIT=1 an out-of-bounds index raises instead of reading
     garbage: a slice of mutated inputs must give the same outcomes, exception-free."""
     rng = np.random.default_rng(5)
-    tiny = [s for s in SEEDS if fuzz._pixels(s) <= 64]
+    tiny = [s for s in SEEDS if fuzz.declared_pixels(s) <= 64]
     mutator = fuzz.Mutator(rng, tiny)
     expected = {}
     index = 0
@@ -409,9 +406,8 @@ def test_nojit_slice_agrees_with_jit(tmp_path: Path, oracle: fuzz.Oracle) -> Non
         expected[str(path)] = ("ok", oracle.run(data).raw_sha256)
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "fuzz.py"), "replay", "--nojit", "--json",
-         *expected],
-        capture_output=True, text=True, env=env, timeout=240, check=False,
+        [sys.executable, "-m", "tools.fuzz", "replay", "--nojit", "--json", *expected],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=240, check=False,
     )  # fmt: skip
     records = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(records) == len(expected), proc.stderr[-2000:]
@@ -422,13 +418,13 @@ def test_nojit_slice_agrees_with_jit(tmp_path: Path, oracle: fuzz.Oracle) -> Non
 
 
 def test_supervised_campaign(tmp_path: Path) -> None:
-    """The long-run command itself, bounded: `tools/fuzz.py run` for 40 s (supervised
+    """The long-run command itself, bounded: `python -m tools.fuzz run` for 40 s (supervised
     worker, shared slot, corpus, CLI sample checks every 8 s); no finding of any kind."""
     crashes, log = tmp_path / "crashes", tmp_path / "runs.jsonl"
-    cmd = [sys.executable, str(ROOT / "tools" / "fuzz.py"), "run", "--seconds", "40",
+    cmd = [sys.executable, "-m", "tools.fuzz", "run", "--seconds", "40",
            "--seed", "2026", "--cli-every", "8", "--corpus", str(tmp_path / "corpus"),
            "--crashes", str(crashes), "--log", str(log), "--print-every", "10"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert log.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
     summary = json.loads(log.read_text().splitlines()[-1])
     problems = {k: v for k, v in summary["outcomes"].items() if k.startswith("finding")}
@@ -445,9 +441,11 @@ def test_supervisor_saves_crashing_and_hanging_inputs(tmp_path: Path, failure: s
     # The worker's 50th decode segfaults or never returns (COOLCHIC_FUZZ_SELFTEST).
     crashes = tmp_path / "crashes"
     env = dict(os.environ, COOLCHIC_FUZZ_SELFTEST=failure)
-    cmd = [sys.executable, str(ROOT / "tools" / "fuzz.py"), "--seconds", "9",
+    cmd = [sys.executable, "-m", "tools.fuzz", "--seconds", "9",
            "--crashes", str(crashes), "--cli-every", "0", "--hang-seconds", "1"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     saved = sorted(crashes.glob(f"{failure}-*.cool"))
     assert saved, proc.stdout

@@ -705,16 +705,22 @@ def test_pure_python_execution_gives_the_same_result():
     expected = _digest(*grids, dense, out)
     script = _PIPELINE_SNIPPET + textwrap.dedent(
         """
-            import json, sys
-            sys.path.insert(0, {tests!r})
-            from test_kernels import _digest, _pipeline_inputs
+            import json
+            from tests.test_kernels import _digest, _pipeline_inputs
             grids, dense, out = run_pipeline(*_pipeline_inputs())
             print(json.dumps(_digest(*grids, dense, out)))
             """
-    ).format(tests=os.path.dirname(os.path.abspath(__file__)))
+    )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    # `python -c` imports from its working directory: the repository root.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == expected

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TOOLS = Path(__file__).resolve().parent.parent / "tools"
-sys.path.insert(0, str(TOOLS))
+from tools import bd_rate as bd
+from tools import rd_eval
 
-import bd_rate as bd  # noqa: E402
-import rd_eval  # noqa: E402
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
 ANCHOR_DIR = bd.default_anchor_dir()
 needs_anchors = pytest.mark.skipif(not ANCHOR_DIR.is_dir(), reason=f"no anchor folder {ANCHOR_DIR}")
@@ -417,7 +416,7 @@ def test_rd_eval_help() -> None:
 @needs_anchors
 def test_plot_writes_a_png(bjontegaard, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    import plot_rd
+    from tools import plot_rd
 
     results = tmp_path / "rd.tsv"
     _write_coolchic_as_ours(results, "v4.2")
@@ -496,8 +495,9 @@ def _stand_in_program(path: Path, source: str) -> Path:
 
 
 def test_anchor_bpg_measures_resumes_and_feeds_bd_rate(tmp_path: Path, capsys) -> None:
-    import anchor_bpg
     import imageio.v3 as iio
+
+    from tools import anchor_bpg
 
     bpgenc = _stand_in_program(tmp_path / "bpgenc", FAKE_BPGENC)
     bpgdec = _stand_in_program(tmp_path / "bpgdec", FAKE_BPGDEC)
@@ -543,7 +543,7 @@ def test_anchor_bpg_measures_resumes_and_feeds_bd_rate(tmp_path: Path, capsys) -
 
 
 def test_parse_qps() -> None:
-    import anchor_bpg
+    from tools import anchor_bpg
 
     assert anchor_bpg.parse_qps("20-22,30") == [20, 21, 22, 30]
     for bad in ("", "40-30", "0-52", "x"):

@@ -1,6 +1,6 @@
 """Measure a per-image BPG anchor (HEVC 4:4:4 in BPG) on Kodak with a local bpgenc.
 
-    python tools/anchor_bpg.py --bpgenc /path/to/bpgenc --bpgdec /path/to/bpgdec \\
+    python -m tools.anchor_bpg --bpgenc /path/to/bpgenc --bpgdec /path/to/bpgdec \\
         --images ../shared/data/kodak/kodim0{1,2,3,4}.png --qps 20-51 \\
         --results tools/results/kodak-bpg444.tsv [--jobs 2]
 
@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_eval import ResultsWriter, decoded_psnr, read_image, read_results  # noqa: E402
+from tools.rd_eval import ResultsWriter, decoded_psnr, read_image, read_results
 
 CODEC = "BPG444-measured"
 COLUMNS = ("codec", "setting", "image", "bytes", "bpp", "psnr_rgb")

@@ -1,6 +1,6 @@
 """BD-rate of our RD results against the anchors in shared/anchors.
 
-    python tools/bd_rate.py [--results results/rd.tsv] [--preset medium] [--images kodim01,...]
+    python -m tools.bd_rate [--results results/rd.tsv] [--preset medium] [--images kodim01,...]
                             [--anchors VTM,BPG444,...] [--method pchip] [--format text]
 
 BD-rate (Bjontegaard delta rate, %): the average difference of log-rate at equal
@@ -39,8 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rd_eval import read_results  # noqa: E402
+from tools.rd_eval import read_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("pchip", "akima", "cubic")

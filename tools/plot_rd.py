@@ -1,6 +1,6 @@
 """Plot RD curves (PSNR vs bpp) of our results and chosen anchors as a PNG.
 
-    python tools/plot_rd.py [--results results/rd.tsv] [--out results/rd.png]
+    python -m tools.plot_rd [--results results/rd.tsv] [--out results/rd.png]
                             [--anchors 'VTM,BPG444,C3,COOL-CHICv2,Cool-chic 5.0,x265']
                             [--image kodim01] [--logx]
 
@@ -22,8 +22,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bd_rate as bd  # noqa: E402
+from tools import bd_rate as bd
 
 DEFAULT_ANCHORS = "VTM,BPG444,C3,COOL-CHICv2,Cool-chic 5.0,x265,avif,jpeg"
 
