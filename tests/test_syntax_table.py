@@ -80,7 +80,22 @@ def test_table_matches_spec_3_2_and_3_3() -> None:
     elements = list(HEADER_V1.elements)
     layer_allowed = spec_layer_fields()
     grid_group = HEADER_V1.group("grid")
-    for name, kind, allowed, _ in table_rows(spec_section("3.2 Header syntax")):
+    # The offset column, checked on a header with A = 2 ARM and S = 3 synthesis layers.
+    n_arm, n_syn = 2, 3
+    p = 16 + 3 * n_arm + 4 * n_syn
+    counts = {"n_arm_layers": n_arm, "n_syn_layers": n_syn, "n_grids": 1}
+    sample = bytearray(HEADER_V1.header_bytes(counts))
+    for count_name, value in counts.items():
+        offset = HEADER_V1.offset(count_name)
+        sample[offset : offset + 1] = HEADER_V1.field(count_name).pack(value)
+    located = {entry.name: entry.offset for entry in HEADER_V1.locate(bytes(sample))}
+    for offset, name, kind, allowed, _ in table_rows(spec_section("3.2 Header syntax")):
+        plain = re.fullmatch(r"(\d+)", offset)
+        relative = re.fullmatch(r"`p \+ (\d+)`", offset)
+        field_name = re.fullmatch(r"`(\w+)`", name)
+        if field_name and (plain or relative):
+            expected = int(plain.group(1)) if plain else p + int(relative.group(1))
+            assert located[field_name.group(1)] == expected, name
         if name.startswith("for g in"):
             # The three per-grid fields: the grid group, checked field by field.
             field_name = re.search(r"`(\w+)\[g\]`", name).group(1)
@@ -96,7 +111,9 @@ def test_table_matches_spec_3_2_and_3_3() -> None:
         element = elements.pop(0)
         if name.endswith("layers"):  # 'ARM layers', 'synthesis layers'
             assert isinstance(element, Group), name
-            count, size = re.fullmatch(r"`(\w+)` x (\d+) bytes", kind).groups()
+            # The type column names the count as the section's text does (A or S).
+            symbol, size = re.fullmatch(r"`?(\w+)`? x (\d+) bytes", kind).groups()
+            count = {"A": "n_arm_layers", "S": "n_syn_layers"}.get(symbol, symbol)
             assert (element.count, element.item_size) == (count, int(size))
             described = re.findall(r"`(\w+)` (u8|u16|u32|i16)", _)
             assert [(f.name, f.fmt) for f in element.fields] == [
@@ -119,7 +136,7 @@ def test_table_matches_spec_3_2_and_3_3() -> None:
 def test_header_size_formula_of_spec() -> None:
     # spec 3.2: header_bytes = 30 + 3 * n_arm_layers + 4 * n_syn_layers + 8 * N
     formula = re.search(
-        r"`header_bytes = (\d+) \+ (\d+) \* n_arm_layers \+ (\d+) \* "
+        r"`header_bytes = (?:p \+ 14 \+ 8N = )?(\d+) \+ (\d+) \* n_arm_layers \+ (\d+) \* "
         r"n_syn_layers \+ (\d+) \* N`",
         SPEC,
     )
