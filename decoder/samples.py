@@ -1,8 +1,8 @@
-"""Output samples: 4:2:0 chroma reduction, Q12 to integer samples, canonical raw bytes.
+"""Output samples: Q12 to integer samples, canonical raw bytes (spec section 8).
 
-Spec section 8. The chroma reduction is a Numba kernel with the decoder's
-wrap32 where the spec asks for int32 wrap-around; the sample conversion is
-vectorized NumPy in int64 (no wrap-around there: values are clipped first).
+Vectorized NumPy in int64 (no wrap-around here: values are clipped first). The
+4:2:0 chroma reduction, which wraps to int32, is a Numba kernel (`chroma`),
+imported on the first call so that this module stays light for the CLI.
 """
 
 from __future__ import annotations
@@ -10,32 +10,10 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-from numba import njit
 
-from .layer_kernels import wrap32
 from .syntax import SYN_FRAC, StreamHeader
 
 ONE_Q12 = 1 << SYN_FRAC  # 4096 represents the largest sample value
-
-
-@njit(cache=True)
-def reduce_chroma_420(plane: np.ndarray) -> np.ndarray:
-    """2x2 average of an int32 Q12 plane (H, W) -> int32 (ceil(H/2), ceil(W/2)), spec 8.1.
-
-    The last row / column is repeated for odd sizes; the sum wraps to int32 and
-    the result is rounded half up: wrap32(a + b + c + d + 2) >> 2.
-    """
-    height, width = plane.shape
-    out = np.empty(((height + 1) // 2, (width + 1) // 2), dtype=np.int32)
-    for y in range(out.shape[0]):
-        top = plane[2 * y]
-        bottom = plane[min(2 * y + 1, height - 1)]
-        for x in range(out.shape[1]):
-            x0 = 2 * x
-            x1 = min(x0 + 1, width - 1)
-            total = np.int64(top[x0]) + top[x1] + bottom[x0] + bottom[x1] + 2
-            out[y, x] = np.int64(wrap32(total)) >> 2
-    return out
 
 
 def to_samples(plane: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -55,6 +33,8 @@ def make_planes(header: StreamHeader, synthesis_out: np.ndarray) -> list[np.ndar
     Grey [Y]; RGB [R, G, B]; YUV [Y, U, V], with U and V at ceil(W/2) x ceil(H/2)
     for 4:2:0.
     """
+    from .chroma import reduce_chroma_420
+
     planes = []
     for index, channel in enumerate(synthesis_out):
         if header.color_format.chroma_420 and index > 0:

@@ -7,11 +7,11 @@ import hashlib
 import numpy as np
 import pytest
 
+from coolchic_ref.chroma import reduce_chroma_420
 from coolchic_ref.layer_kernels import wrap32
 from coolchic_ref.samples import (
     canonical_raw_bytes,
     make_planes,
-    reduce_chroma_420,
     sha256_hex,
     to_samples,
 )
