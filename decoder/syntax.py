@@ -50,6 +50,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 from .errors import StreamError
@@ -179,19 +180,19 @@ class Field:
     label: str = ""
     offset: int | None = None
 
-    @property
+    @cached_property
     def size(self) -> int:
         return struct.calcsize(self.fmt)
 
-    @property
+    @cached_property
     def is_bytes(self) -> bool:
         return self.fmt.endswith("s")
 
-    @property
+    @cached_property
     def signed(self) -> bool:
         return self.fmt[-1].islower() and not self.is_bytes
 
-    @property
+    @cached_property
     def type_range(self) -> tuple[int, int]:
         """Smallest and largest value the field's type can hold."""
         bits = 8 * self.size
@@ -199,7 +200,7 @@ class Field:
             return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
         return 0, (1 << bits) - 1
 
-    @property
+    @cached_property
     def limits(self) -> tuple[int, int]:
         """Smallest and largest allowed value (the type's range where the table sets none)."""
         type_low, type_high = self.type_range
@@ -207,7 +208,7 @@ class Field:
         high = type_high if self.high is None else self.high
         return low + (-low) % self.multiple_of, high - high % self.multiple_of
 
-    @property
+    @cached_property
     def message_name(self) -> str:
         return self.label or self.name
 
@@ -241,11 +242,15 @@ class Field:
         low, high = self.type_range
         return (value - low) % (high - low + 1) + low
 
+    @cached_property
+    def _struct(self) -> struct.Struct:
+        return struct.Struct(self.fmt)
+
     def unpack(self, data: bytes | bytearray | memoryview, offset: int) -> Any:
-        return struct.unpack_from(self.fmt, data, offset)[0]
+        return self._struct.unpack_from(data, offset)[0]
 
     def pack(self, value: Any) -> bytes:
-        return struct.pack(self.fmt, value)
+        return self._struct.pack(value)
 
 
 @dataclass(frozen=True)
