@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from coolchic_ref import cli, samples
+from coolchic_ref import chroma, cli, samples
 from coolchic_ref.conformance import first_difference, load_manifest, run_suite, split_planes
 from coolchic_ref.syntax import ColorFormat, grid_shape, parse_header
 from coolchic_ref.weights import read_weights
@@ -348,7 +348,7 @@ def decode_in_another_order(data: bytes) -> list[np.ndarray]:
     for channel in reversed(range(header.n_channels)):
         plane = synthesis[channel]
         if header.color_format == ColorFormat.YUV420 and channel > 0:
-            plane = samples.reduce_chroma_420(plane)
+            plane = chroma.reduce_chroma_420(plane)
         planes.insert(0, samples.to_samples(plane, header.bit_depth))
     return planes
 
