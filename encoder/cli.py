@@ -273,8 +273,13 @@ def encode_command(
     no_verify: bool,
     quiet: bool,
 ) -> None:
-    """Encode the picture IN (PNG, or raw <name>_<W>x<H>_<fps>p_<yuv420|yuv444>_<bits>b.yuv)
-    into a coolchic-ref stream."""
+    """Encode the picture IN into a coolchic-ref stream.
+
+    IN is a PNG (grey or RGB, 8 or 16 bits) or a raw planar YUV file named as Cool-chic
+    names them, <name>_<W>x<H>_<framerate>_<yuv420|yuv444>_<bits>b.yuv, with the frame rate
+    written 50, 50p or 1fps (e.g. frame_96x64_1fps_yuv420_10b.yuv). The file size must be a
+    whole number of frames of that geometry; a file of several frames codes its first frame.
+    """
     if any(part.strip() != "1" for part in n_ft_per_res.split(",")):
         raise click.UsageError(
             f"--n_ft_per_res {n_ft_per_res}: this format codes exactly one feature map per "
