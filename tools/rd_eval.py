@@ -228,6 +228,16 @@ def read_image(path: Path) -> np.ndarray:
     return array
 
 
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The size x size centre of an (H, W, ...) array: rows from (H - size) // 2, columns
+    from (W - size) // 2 (the convention of the `<stem>-crop<size>` pictures)."""
+    height, width = array.shape[:2]
+    if not 0 < size <= min(height, width):
+        raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} picture")
+    top, left = (height - size) // 2, (width - size) // 2
+    return array[top : top + size, left : left + size]
+
+
 def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float = 255.0) -> float:
     """PSNR in dB with MSE over all samples and channels; inf when identical."""
     if reference.shape != decoded.shape:
