@@ -201,7 +201,7 @@ CODECS: dict[str, Codec] = {
         Codec(
             "avif",
             "AVIF444-measured",
-            ("5", "10", "15", "20", "25", "30", "40", "50", "60", "70", "80"),
+            ("0", "5", "10", "15", "20", "25", "30", "40", "50", "60", "70", "80"),
             _encode_avif,
             _decode_avif,
             _avif_missing,
