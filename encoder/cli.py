@@ -60,19 +60,13 @@ class ProgressBar:
             return
         now = time.monotonic()
         fraction = p.itr / max(p.total, 1)
-        elapsed = now - self.start
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else math.nan
-        text = (
-            f"{p.stage:<13} {p.itr:>6}/{p.total} "
-            f"loss {p.loss:.3e}  {p.bpp:6.3f} bpp  {p.psnr:6.2f} dB  "
-            f"{elapsed / max(p.itr, 1):5.2f} s/it  ETA {_duration(eta)}"
-        )
+        # The loss terms are read (a wait for the device) only for a line that is drawn.
         if self.tty:
             if now - self.last_draw >= 0.2 or p.itr == p.total:
                 width = 20
                 filled = int(width * fraction)
                 bar = "#" * filled + "-" * (width - filled)
-                self.stream.write(f"\r[{bar}] {text}\x1b[K")
+                self.stream.write(f"\r[{bar}] {self._text(p, now, fraction)}\x1b[K")
                 self.stream.flush()
                 self.last_draw = now
                 self.drawn = True
@@ -80,8 +74,17 @@ class ProgressBar:
             decile = int(10 * fraction)
             if decile != self.last_decile:
                 self.last_decile = decile
-                self.stream.write(text + "\n")
+                self.stream.write(self._text(p, now, fraction) + "\n")
                 self.stream.flush()
+
+    def _text(self, p: Any, now: float, fraction: float) -> str:
+        elapsed = now - self.start
+        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else math.nan
+        return (
+            f"{p.stage:<13} {p.itr:>6}/{p.total} "
+            f"loss {p.loss:.3e}  {p.bpp:6.3f} bpp  {p.psnr:6.2f} dB  "
+            f"{elapsed / max(p.itr, 1):5.2f} s/it  ETA {_duration(eta)}"
+        )
 
     def close(self) -> None:
         if self.enabled and self.tty and self.drawn:
