@@ -252,6 +252,14 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @click.option(
     "--no-verify", is_flag=True, hidden=True, help="Skip the closed-loop check (debugging only)."
 )
+@click.option(
+    "--max-memory",
+    "max_memory",
+    metavar="SIZE",
+    help="Memory the encode may use, e.g. 16G or 512M, or 'off' for no check (default: "
+    "MemAvailable, or the cgroup's limit). An encode whose estimated peak exceeds it is "
+    "refused before training.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary line stays).")
 def encode_command(
     input_path: Path,
@@ -274,6 +282,7 @@ def encode_command(
     seed: int,
     json_path: Path | None,
     no_verify: bool,
+    max_memory: str | None,
     quiet: bool,
 ) -> None:
     """Encode the picture IN into a coolchic-ref stream.
@@ -293,6 +302,14 @@ def encode_command(
     _check_output(output)
     if json_path is not None:
         _check_output(json_path)
+    memory_limit = None
+    if max_memory is not None and max_memory.strip().lower() != "off":
+        from .memory import parse_memory
+
+        try:
+            memory_limit = parse_memory(max_memory)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--max-memory") from None
 
     bar = ProgressBar(enabled=not quiet)
     try:
@@ -320,6 +337,9 @@ def encode_command(
                 resume=resume,
                 verify=not no_verify,
                 log=lambda message: (bar.close(), click.echo(message, err=True)),
+                info=None if quiet else (lambda message: click.echo(message, err=True)),
+                max_memory=memory_limit,
+                check_memory=(max_memory or "").strip().lower() != "off",
             )
         finally:
             bar.close()

@@ -458,12 +458,15 @@ class _Contexts(torch.autograd.Function):
         r = ctx.n_ctx_rowcol
         offsets = context_offsets(r)
         grads: list[Tensor | None] = [None]
+        grad = grad.contiguous()
         start = 0
         for h, w in ctx.shapes:
-            block = grad[:, start : start + h * w].reshape(len(offsets), h, w)
             acc = grad.new_zeros(h + r, w + 2 * r)
             for j, (dy, dx) in enumerate(offsets):
-                acc[r + dy : r + dy + h, r + dx : r + dx + w] += block[j]
+                # Row j of the block is contiguous: a view, where reshaping the whole
+                # (dim_arm, h * w) block would copy it.
+                row = grad[j, start : start + h * w].view(h, w)
+                acc[r + dy : r + dy + h, r + dx : r + dx + w] += row
             grads.append(acc[r:, r : r + w].contiguous())
             start += h * w
         return tuple(grads)
