@@ -28,6 +28,8 @@ import torch
 
 from .bitstream import IntegerCodec, write_stream
 from .image_io import COLOR_NAMES, InputError, Picture, picture_from_array, read_picture
+from .memory import check_memory as memory_check
+from .memory import default_limit
 from .presets import Architecture, EncoderConfig, Preset, mac_per_pixel
 from .quantize import QuantizationReport, dequantized_model, planes_mse, quantize_model
 from .train import Metrics, ProgressFn, Trainer, evaluate, resolve_device, save_checkpoint
@@ -156,6 +158,9 @@ def encode(
     resume: bool = False,
     verify: bool = True,
     log: Callable[[str], None] | None = None,
+    info: Callable[[str], None] | None = None,
+    max_memory: int | None = None,
+    check_memory: bool = True,
     **options: object,
 ) -> EncodeResult:
     """Encode a picture; return the stream and its statistics.
@@ -167,6 +172,10 @@ def encode(
     upsampling_kernel_size, n_grids, n_itr, start_lr, n_train_loops, seed, device).
     workdir: where logs and checkpoints go; resume: continue from its checkpoint.
     verify: run the closed-loop check with the reference decoder (default on).
+    log: receives warnings; info: receives informative lines (the memory estimate).
+    max_memory: bytes the encode may use (default: the memory available, see
+    `memory.default_limit`); with check_memory, an encode whose estimated peak exceeds it
+    is refused before training with `memory.MemoryLimitError` (a ValueError).
     Raises InputError for a bad picture, ValueError for bad options, ClosedLoopError.
     """
     start = time.perf_counter()
@@ -186,6 +195,14 @@ def encode(
     arch = config.resolve_architecture(n_channels)
     schedule = config.resolve_preset()
     device = resolve_device(config.device)
+    if check_memory:
+        limit, source = (max_memory, "--max-memory") if max_memory else default_limit()
+        if device.type == "cuda" and not max_memory:
+            # Activations live on the device: its free memory is the limit there.
+            limit, source = torch.cuda.mem_get_info(device)[0], f"free on {device}"
+        _, report = memory_check(arch, picture.height, picture.width, limit, source)
+        if info is not None:
+            info(report)
     targets = picture_targets(picture, device)
     work = Path(workdir) if workdir is not None else None
     if work is not None:

@@ -60,19 +60,13 @@ class ProgressBar:
             return
         now = time.monotonic()
         fraction = p.itr / max(p.total, 1)
-        elapsed = now - self.start
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else math.nan
-        text = (
-            f"{p.stage:<13} {p.itr:>6}/{p.total} "
-            f"loss {p.loss:.3e}  {p.bpp:6.3f} bpp  {p.psnr:6.2f} dB  "
-            f"{elapsed / max(p.itr, 1):5.2f} s/it  ETA {_duration(eta)}"
-        )
+        # The loss terms are read (a wait for the device) only for a line that is drawn.
         if self.tty:
             if now - self.last_draw >= 0.2 or p.itr == p.total:
                 width = 20
                 filled = int(width * fraction)
                 bar = "#" * filled + "-" * (width - filled)
-                self.stream.write(f"\r[{bar}] {text}\x1b[K")
+                self.stream.write(f"\r[{bar}] {self._text(p, now, fraction)}\x1b[K")
                 self.stream.flush()
                 self.last_draw = now
                 self.drawn = True
@@ -80,8 +74,17 @@ class ProgressBar:
             decile = int(10 * fraction)
             if decile != self.last_decile:
                 self.last_decile = decile
-                self.stream.write(text + "\n")
+                self.stream.write(self._text(p, now, fraction) + "\n")
                 self.stream.flush()
+
+    def _text(self, p: Any, now: float, fraction: float) -> str:
+        elapsed = now - self.start
+        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else math.nan
+        return (
+            f"{p.stage:<13} {p.itr:>6}/{p.total} "
+            f"loss {p.loss:.3e}  {p.bpp:6.3f} bpp  {p.psnr:6.2f} dB  "
+            f"{elapsed / max(p.itr, 1):5.2f} s/it  ETA {_duration(eta)}"
+        )
 
     def close(self) -> None:
         if self.enabled and self.tty and self.drawn:
@@ -249,6 +252,14 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @click.option(
     "--no-verify", is_flag=True, hidden=True, help="Skip the closed-loop check (debugging only)."
 )
+@click.option(
+    "--max-memory",
+    "max_memory",
+    metavar="SIZE",
+    help="Memory the encode may use, e.g. 16G or 512M, or 'off' for no check (default: "
+    "MemAvailable, or the cgroup's limit). An encode whose estimated peak exceeds it is "
+    "refused before training.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar (the summary line stays).")
 def encode_command(
     input_path: Path,
@@ -271,10 +282,16 @@ def encode_command(
     seed: int,
     json_path: Path | None,
     no_verify: bool,
+    max_memory: str | None,
     quiet: bool,
 ) -> None:
-    """Encode the picture IN (PNG, or raw <name>_<W>x<H>_<fps>p_<yuv420|yuv444>_<bits>b.yuv)
-    into a coolchic-ref stream."""
+    """Encode the picture IN into a coolchic-ref stream.
+
+    IN is a PNG (grey or RGB, 8 or 16 bits) or a raw planar YUV file named as Cool-chic
+    names them, <name>_<W>x<H>_<framerate>_<yuv420|yuv444>_<bits>b.yuv, with the frame rate
+    written 50, 50p or 1fps (e.g. frame_96x64_1fps_yuv420_10b.yuv). The file size must be a
+    whole number of frames of that geometry; a file of several frames codes its first frame.
+    """
     if any(part.strip() != "1" for part in n_ft_per_res.split(",")):
         raise click.UsageError(
             f"--n_ft_per_res {n_ft_per_res}: this format codes exactly one feature map per "
@@ -285,6 +302,14 @@ def encode_command(
     _check_output(output)
     if json_path is not None:
         _check_output(json_path)
+    memory_limit = None
+    if max_memory is not None and max_memory.strip().lower() != "off":
+        from .memory import parse_memory
+
+        try:
+            memory_limit = parse_memory(max_memory)
+        except ValueError as error:
+            raise click.BadParameter(str(error), param_hint="--max-memory") from None
 
     bar = ProgressBar(enabled=not quiet)
     try:
@@ -312,6 +337,9 @@ def encode_command(
                 resume=resume,
                 verify=not no_verify,
                 log=lambda message: (bar.close(), click.echo(message, err=True)),
+                info=None if quiet else (lambda message: click.echo(message, err=True)),
+                max_memory=memory_limit,
+                check_memory=(max_memory or "").strip().lower() != "off",
             )
         finally:
             bar.close()

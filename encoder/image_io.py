@@ -1,9 +1,10 @@
 """Reading the encoder's inputs: PNG (8/16-bit grey and RGB) and raw YUV files.
 
 Raw YUV files follow Cool-chic's naming convention, which carries the geometry:
-`<name>_<W>x<H>_<fps>p_<yuv420|yuv444>_<bits>b.yuv`. Samples are planar Y, U, V, one byte
-each for 8-bit, 16-bit little-endian words for 9 to 16 bits; only the first frame is
-encoded.
+`<name>_<W>x<H>_<framerate>_<yuv420|yuv444>_<bits>b.yuv`, the frame rate written `50`,
+`50p`, `29.97p` or `1fps` (it is not used). Samples are planar Y, U, V, one byte each for
+8-bit, 16-bit little-endian words for 9 to 16 bits; a file of several frames codes its
+first frame. The file size must be a whole number of frames of the named geometry.
 
 Pillow reduces 16-bit colour PNGs to 8 bits, so 16-bit PNGs are decoded here (zlib and
 the five PNG row filters); 8-bit ones go through Pillow. Every problem is reported as
@@ -27,8 +28,9 @@ MAX_SIDE = 16384
 MAX_PIXELS = 1 << 24
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+YUV_NAME_FORM = "<name>_<W>x<H>_<framerate>_<yuv420|yuv444>_<bits>b.yuv"
 _YUV_NAME = re.compile(
-    r"_(?P<w>\d+)x(?P<h>\d+)_(?P<fps>\d+(?:\.\d+)?)p_(?P<chroma>yuv420|yuv444)_(?P<bits>\d+)b$"
+    r"_(?P<w>\d+)x(?P<h>\d+)_(?P<fps>\d+(?:\.\d+)?)(?:p|fps)?_(?P<chroma>yuv420|yuv444)_(?P<bits>\d+)b$"
 )
 
 
@@ -129,8 +131,7 @@ def read_picture(path: str | os.PathLike) -> Picture:
     if data.startswith(_PNG_SIGNATURE):
         return _read_png(data, source)
     raise InputError(
-        f"{source}: not a PNG file and not a .yuv file (inputs: PNG or raw "
-        "<name>_<W>x<H>_<fps>p_<yuv420|yuv444>_<bits>b.yuv)"
+        f"{source}: not a PNG file and not a .yuv file (inputs: PNG or raw {YUV_NAME_FORM})"
     )
 
 
@@ -143,8 +144,7 @@ def parse_yuv_name(name: str) -> tuple[int, int, int, int]:
     match = _YUV_NAME.search(stem)
     if match is None:
         raise InputError(
-            f"{name}: a raw YUV file must be named "
-            "<name>_<W>x<H>_<fps>p_<yuv420|yuv444>_<bits>b.yuv"
+            f"{name}: a raw YUV file must be named {YUV_NAME_FORM} (framerate e.g. 50, 50p or 1fps)"
         )
     width, height, bits = int(match["w"]), int(match["h"]), int(match["bits"])
     if not 8 <= bits <= 16:

@@ -21,6 +21,7 @@ latents are known, so the wavefront order of the decoder does not matter here.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,18 +194,26 @@ def fold_taps(taps: Tensor) -> tuple[Tensor, int]:
     """
     n_taps = taps.shape[0]
     half = n_taps // 2
+    rows, cols = _fold_indices(n_taps, taps.device)
+    kernel = taps.new_zeros(2, 2 * half + 1)
+    kernel = kernel.index_put((rows, cols), torch.cat([taps, taps]))
+    return kernel, half
+
+
+@functools.lru_cache(maxsize=64)
+def _fold_indices(n_taps: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(phase, offset + L) of each tap in the folded kernel, on `device`; cached so that
+    a forward pass does not copy index tensors to the device every time."""
+    half = n_taps // 2
     even_idx, odd_idx = [], []
     for k in range(n_taps):
         m_even = (k >> 1) if k % 2 == 0 else -((k + 1) >> 1)
         m_odd = -(k >> 1) if k % 2 == 0 else (k + 1) >> 1
         even_idx.append(m_even + half)
         odd_idx.append(m_odd + half)
-    device = taps.device
     rows = torch.cat([torch.zeros(n_taps, dtype=torch.long), torch.ones(n_taps, dtype=torch.long)])
     cols = torch.tensor(even_idx + odd_idx)
-    kernel = taps.new_zeros(2, 2 * half + 1)
-    kernel = kernel.index_put((rows.to(device), cols.to(device)), torch.cat([taps, taps]))
-    return kernel, half
+    return rows.to(device), cols.to(device)
 
 
 def default_taps(n_taps: int) -> Tensor:
@@ -449,12 +458,15 @@ class _Contexts(torch.autograd.Function):
         r = ctx.n_ctx_rowcol
         offsets = context_offsets(r)
         grads: list[Tensor | None] = [None]
+        grad = grad.contiguous()
         start = 0
         for h, w in ctx.shapes:
-            block = grad[:, start : start + h * w].reshape(len(offsets), h, w)
             acc = grad.new_zeros(h + r, w + 2 * r)
             for j, (dy, dx) in enumerate(offsets):
-                acc[r + dy : r + dy + h, r + dx : r + dx + w] += block[j]
+                # Row j of the block is contiguous: a view, where reshaping the whole
+                # (dim_arm, h * w) block would copy it.
+                row = grad[j, start : start + h * w].view(h, w)
+                acc[r + dy : r + dy + h, r + dx : r + dx + w] += row
             grads.append(acc[r:, r : r + w].contiguous())
             start += h * w
         return tuple(grads)

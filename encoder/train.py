@@ -57,14 +57,34 @@ class Metrics:
 
 @dataclass
 class Progress:
-    """What the progress callback receives after each iteration."""
+    """What the progress callback receives after each iteration.
+
+    The loss terms stay device tensors until read: reading `loss`, `bpp` or `psnr`
+    waits for the device (a host synchronisation), so a callback reads them only when
+    it prints.
+    """
 
     stage: str  # "warmup k/n", "phase 1", "phase 2"
     itr: int  # iterations done so far, all stages together
     total: int  # iterations planned, all stages together
-    loss: float  # training loss of this iteration
-    bpp: float  # estimated rate of this iteration
-    psnr: float  # PSNR of this iteration's (noisy) output, dB
+    loss_tensor: torch.Tensor  # training loss of this iteration (0-d, detached)
+    mse_tensor: torch.Tensor  # its MSE, [0, 1] units
+    bpp_tensor: torch.Tensor  # its estimated rate
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_tensor)
+
+    @property
+    def bpp(self) -> float:
+        """Estimated rate of this iteration, bits per pixel."""
+        return float(self.bpp_tensor)
+
+    @property
+    def psnr(self) -> float:
+        """PSNR of this iteration's (noisy) output, dB."""
+        mse = float(self.mse_tensor)
+        return 10 * math.log10(1 / mse) if mse > 0 else math.inf
 
 
 ProgressFn = Callable[[Progress], None]
@@ -356,16 +376,8 @@ class Trainer:
         optimizer.step()
         self.itr_done += 1
         if self.progress is not None:
-            mse_v = float(mse.detach())
             self.progress(
-                Progress(
-                    stage=name,
-                    itr=self.itr_done,
-                    total=self.total,
-                    loss=float(loss.detach()),
-                    bpp=float(bpp.detach()),
-                    psnr=10 * math.log10(1 / mse_v) if mse_v > 0 else math.inf,
-                )
+                Progress(name, self.itr_done, self.total, loss.detach(), mse.detach(), bpp.detach())
             )
 
     # -- checkpoints --------------------------------------------------------------------
@@ -398,9 +410,11 @@ class Trainer:
             if state["optimizer"] is not None:
                 self.optimizer = self._optimizer(self.model, 0.0)
                 self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_cpu"])
+        # RNG states are CPU byte tensors whatever the device: a checkpoint loaded with
+        # map_location=<device> has moved them, and set_rng_state refuses them there.
+        torch.set_rng_state(state["rng_cpu"].cpu())
         if state["rng_cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
 
     def _save_checkpoint(self) -> None:
         """Called at every evaluation and stage end: a few MB, negligible next to the

@@ -313,7 +313,7 @@ def test_psnr() -> None:
 
 
 FAKE_ENCODER = """
-import json, sys
+import json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
 assert args[0] == "encode"
@@ -321,6 +321,8 @@ src, out = Path(args[1]), Path(args[args.index("-o") + 1])
 lmbda = float(args[args.index("--lmbda") + 1])
 with open(Path(__file__).with_name("calls.log"), "a") as log:
     log.write(f"{src.stem} {lmbda}\\n")
+with open(Path(__file__).with_name("threads.log"), "a") as log:
+    log.write(os.environ.get("OMP_NUM_THREADS", "-") + "\\n")
 if lmbda == 0.5:
     print("simulated encoder failure", file=sys.stderr)
     sys.exit(3)
@@ -344,7 +346,8 @@ print("wrote x: stream 1 bytes, decoded in 0.0125 s")
 """
 
 
-def test_evaluate_with_a_stand_in_codec(tmp_path: Path) -> None:
+def _stand_in_run(tmp_path: Path) -> tuple[list[Path], Path, list[str]]:
+    """(images, results path, rd_eval arguments) of a run with the stand-in codec."""
     import imageio.v3 as iio
 
     encoder = tmp_path / "fake_encoder.py"
@@ -372,6 +375,11 @@ def test_evaluate_with_a_stand_in_codec(tmp_path: Path) -> None:
         "--decoder-cmd",
         f"{sys.executable} {decoder}",
     ]
+    return images, results, argv
+
+
+def test_evaluate_with_a_stand_in_codec(tmp_path: Path) -> None:
+    images, results, argv = _stand_in_run(tmp_path)
     assert rd_eval.main(argv) == 1  # the lambda 0.5 encodes fail, the others go on
 
     rows = rd_eval.read_results(results)
@@ -397,6 +405,62 @@ def test_evaluate_with_a_stand_in_codec(tmp_path: Path) -> None:
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert sorted(calls[4:]) == ["img_a 0.5", "img_b 0.5"]
     assert len(rd_eval.read_results(results)) == 2
+
+
+def test_evaluate_on_a_local_dask_cluster(tmp_path: Path) -> None:
+    """--scheduler local: the same rows, failures and resume as without Dask; each encode
+    runs with the worker's thread count."""
+    pytest.importorskip("distributed")
+    images, results, argv = _stand_in_run(tmp_path)
+    local = [*argv, "--scheduler", "local", "--jobs", "2", "--threads", "1"]
+    assert rd_eval.main(local) == 1  # the lambda 0.5 encodes fail, the others go on
+    rows = rd_eval.read_results(results)
+    assert sorted((r["image"], r["lmbda"]) for r in rows) == [
+        ("img_a", "0.001"),
+        ("img_b", "0.001"),
+    ]
+    for row in rows:
+        image = tmp_path / f"{row['image']}.png"
+        assert float(row["bpp"]) == pytest.approx(8 * image.stat().st_size / (16 * 24), abs=1e-8)
+        assert float(row["psnr_rgb"]) == pytest.approx(10 * math.log10(255**2), abs=1e-5)
+    errors = results.with_name("rd.tsv.errors.log").read_text()
+    assert errors.count("FAILED") == 2 and "exit code 3" in errors
+    assert (tmp_path / "threads.log").read_text().split() == ["1"] * 4
+    # Rerun: only the failed pairs are tried again.
+    assert rd_eval.main(local) == 1
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert len(calls) == 6 and sorted(calls[4:]) == ["img_a 0.5", "img_b 0.5"]
+    assert len(rd_eval.read_results(results)) == 2
+
+
+def test_local_cluster_does_not_oversubscribe_the_cores() -> None:
+    plan = rd_eval.plan_local_cluster
+    assert plan(16, None, None) == (16, 1, None)
+    assert plan(16, 4, None) == (4, 4, None)
+    assert plan(16, None, 3) == (5, 3, None)
+    assert plan(2, 3, None) == (3, 1, plan(2, 3, None)[2])
+    assert "oversubscribe the 2 core(s)" in plan(2, 3, None)[2]
+    assert plan(2, 1, 4)[2] is not None
+    for n_cpus in (1, 2, 7, 64):
+        for jobs in (None, 1, 2, 3):
+            workers, threads, warning = plan(n_cpus, jobs, None)
+            assert (workers * threads <= n_cpus) == (warning is None)
+    with pytest.raises(ValueError):
+        plan(4, 0, None)
+
+
+def test_scheduler_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("distributed")
+    _, results, argv = _stand_in_run(tmp_path)
+    monkeypatch.setattr(rd_eval, "CONNECT_TIMEOUT", "2s")
+    # Nothing listens on port 1: the connection is refused until the timeout.
+    assert rd_eval.main([*argv, "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: --scheduler tcp://127.0.0.1:1: ") and error.count("\n") == 1
+    assert rd_eval.main([*argv, "--threads", "2"]) == 2  # --threads without --scheduler
+    assert not results.exists()
 
 
 def test_rd_eval_help() -> None:

@@ -1,6 +1,6 @@
 """Side by side: coolchic-ref and Cool-chic 5.0.1 on the same pictures, lambdas and iterations.
 
-    python tools/compare_coolchic.py --images /work/shared/data/kodak/kodim0{1,2,3,4}.png \\
+    python -m tools.compare_coolchic --images /work/shared/data/kodak/kodim0{1,2,3,4}.png \\
         --crop 256 --lmbdas 0.001,0.004 --presets fast --coolchic-itr 2000 \\
         --coolchic CHECKOUT --coolchic-python VENV/bin/python \\
         --results tools/results/compare-coolchic.tsv
@@ -41,6 +41,8 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+
+from tools.rd_eval import center_crop, psnr, read_image
 
 COLUMNS: tuple[str, ...] = (
     "encoder",
@@ -87,33 +89,22 @@ class Job:
         return f"{self.image.stem}_l{self.lmbda:g}_s{self.seed}_{self.encoder}_{safe}"
 
 
-def center_crop(path: Path, size: int, out_dir: Path) -> Path:
-    """Write the centred `size` x `size` crop of an RGB picture as PNG; return its path."""
+def crop_picture(path: Path, size: int, out_dir: Path) -> Path:
+    """Write the centred `size` x `size` crop (rd_eval's convention) as PNG; return its path."""
     out = out_dir / f"{path.stem}-crop{size}.png"
-    if out.exists():
-        return out
-    pixels = iio.imread(path)
-    height, width = pixels.shape[:2]
-    if min(height, width) < size:
-        raise SystemExit(f"error: {path} ({width}x{height}) is smaller than --crop {size}")
-    top, left = (height - size) // 2, (width - size) // 2
-    tmp = out.with_suffix(".tmp.png")
-    iio.imwrite(tmp, pixels[top : top + size, left : left + size, :3])
-    os.replace(tmp, out)
+    if not out.exists():
+        tmp = out.with_suffix(".tmp.png")
+        iio.imwrite(tmp, center_crop(read_image(path), size)[..., :3])
+        os.replace(tmp, out)
     return out
 
 
 def rgb_mse(original: Path, decoded: Path) -> float:
     """MSE over all RGB samples, samples scaled to [0, 1] (8-bit pictures)."""
-    a = iio.imread(original)[..., :3].astype(np.float64) / 255.0
-    b = iio.imread(decoded)[..., :3].astype(np.float64) / 255.0
-    if a.shape != b.shape:
-        raise RuntimeError(f"decoded size {b.shape} differs from the original {a.shape}")
-    return float(np.mean((a - b) ** 2))
-
-
-def psnr_db(mse: float) -> float:
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+    reference, result = read_image(original)[..., :3], read_image(decoded)[..., :3]
+    return (
+        10.0 ** (-psnr(reference, result) / 10.0) if not np.array_equal(reference, result) else 0.0
+    )
 
 
 def git_revision(path: Path) -> str:
@@ -189,7 +180,7 @@ def run_job(job: Job, args: argparse.Namespace, work: Path) -> dict[str, str]:
         "iterations": str(job.iterations),
         "bytes": str(n_bytes),
         "bpp": f"{bpp:.6f}",
-        "psnr_rgb": f"{psnr_db(mse):.4f}",
+        "psnr_rgb": f"{-10.0 * math.log10(mse) if mse else math.inf:.4f}",
         "mse": f"{mse:.6e}",
         "rd_cost": f"{mse + job.lmbda * bpp:.6e}",
         "encode_wall_seconds": f"{encode_seconds:.1f}",
@@ -293,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: Cool-chic needs --coolchic and --coolchic-python", file=sys.stderr)
         return 1
     args.workdir.mkdir(parents=True, exist_ok=True)
-    images = [center_crop(p, args.crop, args.workdir) if args.crop else p for p in args.images]
+    images = [crop_picture(p, args.crop, args.workdir) if args.crop else p for p in args.images]
     lmbdas = [float(v) for v in args.lmbdas.split(",")]
     ours_rev = (
         git_revision(Path(__file__).resolve().parent.parent)

@@ -1,8 +1,9 @@
 """Rate-distortion evaluation: encode images at several lambdas, verify, log one TSV row each.
 
-    python tools/rd_eval.py --images /work/shared/data/kodak/kodim0{1,2,3,4}.png \\
+    python tools/rd_eval.py --images ../shared/data/kodak/kodim0{1,2,3,4}.png \\
         --lmbdas 0.0004,0.001,0.004,0.01 --preset medium --results results/rd.tsv \\
-        [--jobs 1] [--device auto] [--workdir results/streams]
+        [--jobs 1] [--scheduler local | --scheduler tcp://HOST:8786] [--threads N] \\
+        [--device auto] [--workdir results/streams]
 
 Every (image, lambda, preset) is encoded with `coolchic-ref encode` in a subprocess,
 then decoded with `coolchic-ref decode`. The numbers written are measured, not
@@ -14,11 +15,24 @@ the column `psnr_encoder` for comparison, and a mismatch is reported.
 Resumable: one row is appended, flushed and fsynced per finished encode; on restart
 the combinations already in the results file are skipped. A failed encode is logged
 (stdout and <results>.errors.log) and skipped; the exit code is 1 if any failed.
+
+Where the encodes run: without --scheduler, `--jobs` encodes at a time on this
+machine. `--scheduler local` starts a dask.distributed LocalCluster of `--jobs`
+workers (default: one per core), each running one encode at a time with `--threads`
+CPU threads (default: cores / workers), so that workers x threads does not exceed the
+cores (numbers asked for that do are warned about). `--scheduler tcp://HOST:PORT` uses
+a running Dask cluster: each encode gets the cores of its machine divided by the Dask
+threads on that machine; the workers must see the images, the work directory and
+`coolchic-ref` at the same paths (a shared file system). Either way this process
+writes every row as its encode completes.
+Needs `pip install ".[encoder,cluster]"`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -28,7 +42,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -57,6 +71,7 @@ COLUMNS: tuple[str, ...] = (
     "finished_utc",
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("image", "lmbda", "preset", "bpp", "psnr_rgb")
+CONNECT_TIMEOUT = "30s"  # to reach the scheduler given by --scheduler tcp://...
 
 Key = tuple[str, float, str]
 
@@ -228,6 +243,16 @@ def read_image(path: Path) -> np.ndarray:
     return array
 
 
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The size x size centre of an (H, W, ...) array: rows from (H - size) // 2, columns
+    from (W - size) // 2 (the convention of the `<stem>-crop<size>` pictures)."""
+    height, width = array.shape[:2]
+    if not 0 < size <= min(height, width):
+        raise ValueError(f"cannot crop {size}x{size} from a {width}x{height} picture")
+    top, left = (height - size) // 2, (width - size) // 2
+    return array[top : top + size, left : left + size]
+
+
 def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float = 255.0) -> float:
     """PSNR in dB with MSE over all samples and channels; inf when identical."""
     if reference.shape != decoded.shape:
@@ -301,6 +326,37 @@ def thread_env(n_parallel: int, n_cpus: int | None = None) -> dict[str, str] | N
     threads = str(max(1, n_cpus // n_parallel))
     return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
             "NUMBA_NUM_THREADS": threads}  # fmt: skip
+
+
+def threads_env(threads: int) -> dict[str, str]:
+    """This process's environment with `threads` CPU threads for Torch, OpenMP, MKL and
+    Numba (what one encode of a Dask worker gets)."""
+    n = str(max(1, threads))
+    return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "NUMBA_NUM_THREADS": n}
+
+
+def plan_local_cluster(
+    n_cpus: int, jobs: int | None, threads: int | None
+) -> tuple[int, int, str | None]:
+    """(workers, threads per encode, warning or None) of a LocalCluster on `n_cpus` cores.
+
+    Each worker runs one encode at a time. Unset numbers are chosen so that workers x
+    threads <= cores: neither set gives one single-threaded worker per core; the
+    warning says when the numbers asked for oversubscribe the cores.
+    """
+    if jobs is not None and jobs < 1 or threads is not None and threads < 1:
+        raise ValueError("--jobs and --threads must be at least 1")
+    if jobs is None:
+        jobs = max(1, n_cpus // (threads or 1))
+    if threads is None:
+        threads = max(1, n_cpus // jobs)
+    warning = None
+    if jobs * threads > n_cpus:
+        warning = (
+            f"{jobs} workers x {threads} thread(s) oversubscribe the {n_cpus} core(s): "
+            "encodes will slow each other down"
+        )
+    return jobs, threads, warning
 
 
 def _run_logged(
@@ -399,7 +455,8 @@ def run_job(job: Job, workdir: Path, tools: Tools) -> dict[str, object]:
     n_bytes = stream.stat().st_size
     bpp = 8.0 * n_bytes / (width * height)
     warnings = []
-    claimed_psnr = _as_float(claims.get("psnr"))
+    # `coolchic-ref encode --json` names it psnr_db (psnr: older encoders, stand-ins).
+    claimed_psnr = _as_float(claims.get("psnr_db", claims.get("psnr")))
     if claimed_psnr is not None and abs(claimed_psnr - quality) > 0.01:
         warnings.append(f"encoder claims {claimed_psnr:.4f} dB, decoded {quality:.4f} dB")
     claimed_bpp = _as_float(claims.get("bpp"))
@@ -451,48 +508,67 @@ def evaluate(
     workdir: Path,
     tools: Tools,
     n_parallel: int = 1,
+    client: object | None = None,
+    encode_threads: int | None = None,
 ) -> tuple[int, int, int]:
-    """Run the jobs not yet in `results`; (done now, skipped, failed)."""
+    """Run the jobs not yet in `results`; (done now, skipped, failed).
+
+    With a dask.distributed `client`, the encodes run on its cluster (each with
+    `encode_threads` CPU threads, or its machine's cores divided by the Dask threads
+    there); otherwise `n_parallel` at a time in this process.
+    """
     writer = ResultsWriter(results)
     todo = pending_jobs(jobs, done_keys(results))
     skipped = len(jobs) - len(todo)
     errors_log = results.with_name(results.name + ".errors.log")
+    where = "on the Dask cluster" if client is not None else f"{n_parallel} at a time"
     print(
         f"{len(jobs)} encodes requested, {skipped} already in {results}, {len(todo)} to run "
-        f"({n_parallel} at a time)",
+        f"({where})",
         flush=True,
     )
     n_done = n_failed = 0
     lock = threading.Lock()
     start = time.perf_counter()
 
-    def one(index: int, job: Job) -> None:
-        nonlocal n_done, n_failed
-        label = f"{job.image} lmbda={format_lmbda(job.lmbda)} preset={job.preset}"
-        print(f"[{index}/{len(todo)}] start {label}", flush=True)
-        try:
-            row = run_job(job, workdir, tools)
-        except Exception as error:  # noqa: BLE001 - one failed encode must not stop the rest
-            message = f"FAILED {label}: {type(error).__name__}: {error}"
-            with lock:
-                n_failed += 1
-                with open(errors_log, "a", encoding="utf-8") as handle:
-                    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-                    handle.write(f"{stamp}\t{message}\n")
-            print(f"[{index}/{len(todo)}] {message}", flush=True)
-            return
+    def label(job: Job) -> str:
+        return f"{job.image} lmbda={format_lmbda(job.lmbda)} preset={job.preset}"
+
+    def failed(index: int, job: Job, error: BaseException) -> None:
+        nonlocal n_failed
+        message = f"FAILED {label(job)}: {type(error).__name__}: {error}"
+        with lock:
+            n_failed += 1
+            with open(errors_log, "a", encoding="utf-8") as handle:
+                stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                handle.write(f"{stamp}\t{message}\n")
+        print(f"[{index}/{len(todo)}] {message}", flush=True)
+
+    def finished(index: int, job: Job, row: dict[str, object]) -> None:
+        nonlocal n_done
         writer.append(row)
         with lock:
             n_done += 1
             elapsed = time.perf_counter() - start
         print(
-            f"[{index}/{len(todo)}] done {label}: {row['bpp']} bpp, {row['psnr_rgb']} dB, "
+            f"[{index}/{len(todo)}] done {label(job)}: {row['bpp']} bpp, {row['psnr_rgb']} dB, "
             f"{row['mac_per_pixel'] or '?'} MAC/px, encode {row['encode_seconds']} s, "
             f"decode {row['decode_seconds']} s (elapsed {elapsed:.0f} s)",
             flush=True,
         )
 
-    if n_parallel <= 1:
+    def one(index: int, job: Job) -> None:
+        print(f"[{index}/{len(todo)}] start {label(job)}", flush=True)
+        try:
+            row = run_job(job, workdir, tools)
+        except Exception as error:  # noqa: BLE001 - one failed encode must not stop the rest
+            failed(index, job, error)
+            return
+        finished(index, job, row)
+
+    if client is not None and todo:
+        _evaluate_on_dask(client, todo, workdir, tools, encode_threads, finished, failed)
+    elif n_parallel <= 1:
         for index, job in enumerate(todo, 1):
             one(index, job)
     else:
@@ -508,6 +584,118 @@ def evaluate(
         pool.shutdown()
     print(f"finished: {n_done} done, {skipped} skipped, {n_failed} failed", flush=True)
     return n_done, skipped, n_failed
+
+
+# ----------------------------------------------------------------------------- Dask
+
+
+def run_job_on_worker(
+    job: Job, workdir: Path, tools: Tools, threads: int | dict[str, int] | None
+) -> dict[str, object]:
+    """`run_job` inside a Dask task, the encode limited to `threads` CPU threads (a
+    number, or one per worker address)."""
+    if isinstance(threads, dict):
+        from distributed import get_worker
+
+        worker = get_worker()
+        threads = threads.get(worker.address) or max(
+            1, (os.cpu_count() or 1) // max(1, worker.state.nthreads)
+        )
+    if threads is not None:
+        tools = dataclasses.replace(tools, env=threads_env(threads))
+    return run_job(job, workdir, tools)
+
+
+def threads_per_worker(client: object) -> dict[str, int]:
+    """{worker address: CPU threads for one of its encodes}: the cores of its machine
+    divided by the Dask threads of all workers on that machine (at least 1)."""
+    workers = client.scheduler_info()["workers"]  # type: ignore[attr-defined]
+    cpus = client.run(os.cpu_count)  # type: ignore[attr-defined]
+    per_host: dict[str, int] = {}
+    for info in workers.values():
+        per_host[info["host"]] = per_host.get(info["host"], 0) + info["nthreads"]
+    return {
+        address: max(1, (cpus.get(address) or 1) // per_host[info["host"]])
+        for address, info in workers.items()
+    }
+
+
+def _evaluate_on_dask(
+    client: object,
+    todo: Sequence[Job],
+    workdir: Path,
+    tools: Tools,
+    encode_threads: int | None,
+    finished: Callable[[int, Job, dict[str, object]], None],
+    failed: Callable[[int, Job, BaseException], None],
+) -> None:
+    """Submit every job to the cluster; record each result here as it completes."""
+    import cloudpickle
+    from distributed import as_completed as dask_completed
+
+    # Workers may not have this file on their import path: send its code with the task.
+    module = sys.modules[run_job_on_worker.__module__]
+    if module.__name__ != "__main__":
+        cloudpickle.register_pickle_by_value(module)
+    threads = encode_threads if encode_threads is not None else threads_per_worker(client)
+    futures = {}
+    for index, job in enumerate(todo, 1):
+        # pure=False: a unique key, so a rerun (or another run on the same cluster) is a
+        # new encode, never a result kept by the scheduler.
+        future = client.submit(  # type: ignore[attr-defined]
+            run_job_on_worker, job, workdir, tools, threads, pure=False
+        )
+        futures[future] = (index, job)
+    print(f"submitted {len(futures)} encode(s) to {client}", flush=True)
+    try:
+        for future in dask_completed(futures):
+            index, job = futures[future]
+            try:
+                row = future.result()
+            except Exception as error:  # noqa: BLE001 - one failed encode must not stop the rest
+                failed(index, job, error)
+                continue
+            finished(index, job, row)
+    except BaseException:
+        client.cancel(list(futures))  # type: ignore[attr-defined]
+        raise
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str, jobs: int | None, threads: int | None
+) -> Iterator[tuple[object, int | None]]:
+    """(client, threads per encode or None) for `--scheduler local` or an address."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError(
+            '--scheduler needs dask.distributed: pip install ".[encoder,cluster]"'
+        ) from None
+    if scheduler != "local":
+        with Client(scheduler, timeout=CONNECT_TIMEOUT) as client:
+            yield client, threads
+        return
+    n_workers, n_threads, warning = plan_local_cluster(os.cpu_count() or 1, jobs, threads)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    print(
+        f"Dask LocalCluster: {n_workers} worker(s), one encode each at a time, "
+        f"{n_threads} thread(s) per encode",
+        flush=True,
+    )
+    # Worker threads in this process: each task only waits for its encode's subprocess,
+    # so worker processes would add start-up time and nothing else.
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client, n_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -539,7 +727,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="Where streams, encoder JSON and logs go (default: <results dir>/streams).",
     )
     parser.add_argument(
-        "--jobs", type=int, default=1, help="Encodes run at the same time (default: 1)."
+        "--jobs",
+        type=int,
+        default=None,
+        help="Encodes run at the same time (default: 1; with --scheduler local: the number "
+        "of workers, default cores / --threads).",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="local|tcp://HOST:PORT",
+        help="Run the encodes on Dask: 'local' starts a LocalCluster, an address uses a "
+        "running cluster (default: no Dask).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of each encode on Dask (default: local, cores / workers; on a "
+        "cluster, the machine's cores / its Dask threads).",
     )
     parser.add_argument(
         "--device", default=None, help="Passed to the encoder as --device (e.g. auto, cpu, cuda)."
@@ -591,6 +797,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    for option, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            print(f"error: {option} must be at least 1", file=sys.stderr)
+            return 2
+    if args.threads is not None and args.scheduler is None:
+        print("error: --threads is for --scheduler (use --jobs alone)", file=sys.stderr)
+        return 2
+    n_parallel = args.jobs or 1
     workdir = args.workdir or args.results.parent / "streams"
     tools = Tools(
         encoder_cmd=shlex.split(args.encoder_cmd),
@@ -599,11 +813,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder_args=shlex.split(args.encoder_args),
         timeout_s=args.timeout,
         keep_decoded=args.keep_decoded,
-        env=thread_env(max(1, args.jobs)),
+        env=None if args.scheduler else thread_env(n_parallel),
     )
     jobs = make_jobs(args.images, lmbdas, args.preset)
     try:
-        _, _, failed = evaluate(jobs, args.results, workdir, tools, max(1, args.jobs))
+        if args.scheduler is None:
+            _, _, failed = evaluate(jobs, args.results, workdir, tools, n_parallel)
+        else:
+            with contextlib.ExitStack() as stack:
+                try:
+                    client, threads = stack.enter_context(
+                        dask_client(args.scheduler, args.jobs, args.threads)
+                    )
+                except (ValueError, OSError) as error:  # no dask, no cluster at that address
+                    message = " ".join(str(error).split())
+                    print(f"error: --scheduler {args.scheduler}: {message}", file=sys.stderr)
+                    return 2
+                _, _, failed = evaluate(
+                    jobs, args.results, workdir, tools, client=client, encode_threads=threads
+                )
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
