@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tools.rd_eval import ResultsWriter, center_crop, psnr, read_image, read_results
 
 COLUMNS = ("codec", "setting", "image", "bytes", "bpp", "psnr_rgb")
