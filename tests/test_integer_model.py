@@ -43,7 +43,7 @@ def literal_layer(inputs, taps, weights, bias, layer, w_shift, b_shift, frac, re
         for weight, value in taps(o):
             acc = w32(acc + w32(int(weight) * int(value)))
         y = literal_round_shift(acc, w_shift)
-        if layer.residual:
+        if layer.kind.adds_input:
             y = w32(y + residual_inputs[o])
         out.append(literal_activation(y, layer.activation))
     return out

@@ -383,7 +383,7 @@ def syntax_classes(codec: IntegerCodec, info: StreamInfo) -> set[str]:
         found.add("picture:narrower-than-arm-context")
     for module, layers in (("arm", codec.arm_layers), ("synthesis", codec.syn_layers)):
         for layer in layers:
-            kind = "residual" if layer.residual else "linear"
+            kind = layer.kind.label
             found.add(f"{module}:{kind}-{layer.activation}")
             if layer.out_channels == 64:
                 found.add(f"{module}:width-64")
@@ -590,7 +590,7 @@ def _visible_output(codec: IntegerCodec) -> None:
     x = im.upsample_dense(codec)
     for layer, (w, b) in zip(codec.syn_layers[:-1], codec.syn_weights[:-1], strict=True):
         x = im.conv_layer(x, layer, w, b, codec.syn_w_shift, codec.syn_b_shift)
-    assert not codec.syn_layers[-1].residual
+    assert not codec.syn_layers[-1].kind.adds_input
     w, b = codec.syn_weights[-1]
     # A robust input scale: a few int16-extreme latents must not set it.
     scale = max(1.0, float(np.percentile(np.abs(x), 90)))
