@@ -12,7 +12,11 @@ where the latent bits are the exact code length under the integer Laplace model
 (`integer_model.latent_bits`), the weight bits the exact exp-Golomb length of the
 weights section, and the MSE that of the samples the integer decoder will output
 (`integer_model.simulate_decode` pieces). The ARM only changes the latent bits and
-the upsampling / synthesis only the MSE, so the two searches are independent.
+the upsampling / synthesis only the MSE, so the two searches are independent:
+`ArmShiftSearch` (arm_w_shift, arm_b_shift), then `DecoderShiftSearch` (ups_shift,
+syn_w_shift, syn_b_shift, by coordinate descent). With `rdoq`, the rate-distortion
+optimized rounding of `rdoq.py` then moves single weights toward zero where that
+lowers the same cost. `quantize_model` returns the codec and a `QuantizationReport`.
 
 A shift is admissible only if no int32 accumulator of spec 2.3 / 6 can wrap on this
 picture: conforming streams made by a sensible encoder never wrap (spec 2.2). This is

@@ -24,8 +24,8 @@ is too slow (one synthesis of the picture per move), so each pass
    bits with re-chosen exp-Golomb orders, the module's term re-simulated), and is
    halved otherwise.
 
-Bounded by `max_evaluations` exact evaluations per module and pass and by a time
-budget. The result is an ordinary codec: the closed-loop check still applies.
+Bounded by `max_evaluations` exact evaluations per module and pass (and optionally
+by a time budget). The result is an ordinary codec: the closed-loop check still applies.
 """
 
 from __future__ import annotations
@@ -309,13 +309,17 @@ def rdoq_weights(
     targets: list[np.ndarray],
     lmbda: float,
     passes: int = 2,
-    max_evaluations: int = 12,
-    time_budget_s: float = 120.0,
-    n_probes: int = 8,
+    max_evaluations: int = 8,
+    time_budget_s: float | None = None,
+    n_probes: int = 4,
 ) -> tuple[IntegerCodec, RdoqReport]:
     """`codec` with some weights moved toward zero where that lowers J (module docstring).
 
     model: the trained float model `codec` was quantized from (for the estimates).
+    The work is bounded by `passes` x 3 modules x `max_evaluations` exact evaluations
+    (each one synthesis of the picture, or one latent-bits count for the ARM), and
+    optionally by `time_budget_s` of wall time (checked between evaluations; the result
+    then depends on the machine's speed).
     """
     start = time.perf_counter()
     pixels = codec.width * codec.height
@@ -334,8 +338,12 @@ def rdoq_weights(
         predicted=0,
         kept={m: 0 for m in MODULES},
     )
+
+    def out_of_time() -> bool:
+        return time_budget_s is not None and time.perf_counter() - start > time_budget_s
+
     for pass_index in range(passes):
-        if time.perf_counter() - start > time_budget_s:
+        if out_of_time():
             break
         derivatives = estimate_derivatives(model, state.codec, targets, lmbda, n_probes, pass_index)
         moves = candidate_moves(state.codec, derivatives, lmbda)
@@ -346,7 +354,7 @@ def rdoq_weights(
             queue = [m for m in moves if m.ref.module == module]
             batch, evaluations = len(queue), 0
             while queue and evaluations < max_evaluations:
-                if time.perf_counter() - start > time_budget_s:
+                if out_of_time():
                     break
                 trial_moves = queue[:batch]
                 trial = _re_evaluate(state, apply_moves(state.codec, trial_moves), module, targets)
