@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .bitstream import IntegerCodec, write_stream
-from .image_io import COLOR_NAMES, InputError, Picture, picture_from_array, read_picture
+from .format import ColorFormat
+from .image_io import InputError, Picture, picture_from_array, read_picture
 from .memory import check_memory as memory_check
 from .memory import default_limit
 from .presets import Architecture, EncoderConfig, Preset, mac_per_pixel
@@ -56,7 +57,7 @@ class EncodeResult:
     seconds: float
     width: int
     height: int
-    color_format: int
+    color_format: ColorFormat
     bit_depth: int
     planes: list[np.ndarray] = field(repr=False)
     psnr_float: float = math.nan  # float model, float weights, rounded latents and samples
@@ -68,7 +69,7 @@ class EncodeResult:
         return {
             "width": self.width,
             "height": self.height,
-            "color_format": COLOR_NAMES[self.color_format],
+            "color_format": ColorFormat(self.color_format).label,
             "bit_depth": self.bit_depth,
             "bytes": len(self.stream),
             "bpp": self.bpp,
@@ -169,7 +170,7 @@ def encode(
     or a Picture. lmbda: rate weight of the loss MSE + lmbda * bpp (MSE in [0, 1]
     units). preset: instant, faster, fast, medium, slow, placebo. options: the other
     fields of `EncoderConfig` (op, layers_arm, layers_synthesis, n_ctx_rowcol,
-    upsampling_kernel_size, n_grids, n_itr, start_lr, n_train_loops, seed, device).
+    upsampling_kernel_size, n_grids, n_itr, start_lr, n_train_loops, rdoq, seed, device).
     workdir: where logs and checkpoints go; resume: continue from its checkpoint.
     verify: run the closed-loop check with the reference decoder (default on).
     log: receives warnings; info: receives informative lines (the memory estimate).
@@ -191,8 +192,7 @@ def encode(
     say = log or (lambda message: None)
     for warning in picture.warnings:
         say(f"warning: {warning}")
-    n_channels = 1 if picture.color_format == 0 else 3
-    arch = config.resolve_architecture(n_channels)
+    arch = config.resolve_architecture(picture.color_format.n_channels)
     schedule = config.resolve_preset()
     device = resolve_device(config.device)
     if check_memory:
@@ -242,6 +242,7 @@ def encode(
         "weight_bits": best.report.weight_bits,
         "shifts": asdict(best.report.shifts),
         "quantization_evaluations": best.report.evaluations,
+        "rdoq": None if best.report.rdoq is None else asdict(best.report.rdoq),
         "train_loss": best.train_metrics.loss,
         "train_bpp_estimate": best.train_metrics.bpp,
         # Loss with hard-rounded latents at every evaluation of the kept loop: the
@@ -326,12 +327,18 @@ def _encode_once(
     psnr_float = _float_psnr(model, picture.planes, picture.bit_depth)
 
     codec, report = quantize_model(
-        model, arch, picture.planes, picture.bit_depth, config.lmbda, search=schedule.quant_search
+        model,
+        arch,
+        picture.planes,
+        picture.bit_depth,
+        config.lmbda,
+        search=schedule.quant_search,
+        rdoq=schedule.rdoq,
     )
     t2 = time.perf_counter()
     stream = write_stream(codec)
     t3 = time.perf_counter()
-    predicted = report.planes  # type: ignore[attr-defined]
+    predicted = report.planes
     psnr_quantized = _float_psnr(dequantized_model(model, codec), picture.planes, picture.bit_depth)
     pixels = picture.width * picture.height
     cost = report.mse + config.lmbda * 8.0 * len(stream) / pixels

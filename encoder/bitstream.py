@@ -20,23 +20,37 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import integer_model as im
-
-MAGIC = b"CCRF"
-VERSION = 1
-
-MAX_SIDE = 16384
-MAX_PIXELS = 1 << 24
-MAX_GRIDS = 7
-MAX_ARM_LAYERS = 5
-MAX_SYN_LAYERS = 8
-MAX_LAYER_WIDTH = 64
-MAX_MAC_ARM = 8192
-MAX_MAC_SYN = 16384
-MAX_WEIGHTS_BYTES = 1 << 24
-MAX_EGK = 16
-SYN_KERNELS = (1, 3, 5, 7)
-ACTIVATIONS = ("none", "relu", "leakyrelu")
-INT16_MIN, INT16_MAX = -32768, 32767
+from .format import (
+    ACTIVATIONS,
+    ARM_KERNELS,
+    INT16_MAX,
+    INT16_MIN,
+    MAGIC,
+    MAX_ARM_LAYERS,
+    MAX_BIT_DEPTH,
+    MAX_EGK,
+    MAX_GRIDS,
+    MAX_LAYER_WIDTH,
+    MAX_MAC_ARM,
+    MAX_MAC_SYN,
+    MAX_N_CTX_ROWCOL,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_SYN_LAYERS,
+    MAX_UPS_SHIFT,
+    MAX_UPS_TAPS,
+    MAX_W_SHIFT,
+    MAX_WEIGHTS_BYTES,
+    MIN_BIT_DEPTH,
+    SYN_KERNELS,
+    VERSION,
+    ColorFormat,
+    LayerKind,
+    context_size,
+    grid_shape,
+    max_arm_b_shift,
+    max_syn_b_shift,
+)
 
 # Largest 2-D probability array handed to constriction at once (elements), so
 # that grids with a large alphabet are coded in bounded memory.
@@ -49,13 +63,15 @@ class LayerDesc:
 
     out_channels: int
     kernel: int
-    residual: bool
+    kind: LayerKind  # a coded value (0, 1) is converted to its LayerKind
     activation: str  # "none" | "relu" | "leakyrelu"
+
+    def __post_init__(self) -> None:
+        self.kind = LayerKind(self.kind)
 
     def describe(self) -> str:
         """Cool-chic's textual form, e.g. ``16-1-linear-relu``."""
-        kind = "residual" if self.residual else "linear"
-        return f"{self.out_channels}-{self.kernel}-{kind}-{self.activation}"
+        return f"{self.out_channels}-{self.kernel}-{self.kind.label}-{self.activation}"
 
 
 @dataclass
@@ -68,7 +84,7 @@ class IntegerCodec:
     [-32768, 32767]; grid g has shape (ceil(H / 2^g), ceil(W / 2^g)).
     """
 
-    color_format: int  # 0 grey, 1 rgb, 2 yuv444, 3 yuv420
+    color_format: ColorFormat  # validate_codec rejects a value outside ColorFormat
     bit_depth: int
     width: int
     height: int
@@ -91,21 +107,11 @@ class IntegerCodec:
 
     @property
     def n_channels(self) -> int:
-        return 1 if self.color_format == 0 else 3
+        return ColorFormat(self.color_format).n_channels
 
     @property
     def dim_arm(self) -> int:
         return context_size(self.n_ctx_rowcol)
-
-
-def context_size(n_ctx_rowcol: int) -> int:
-    """Number of causal context positions, 2 r (r + 1) (spec 5.2)."""
-    return 2 * n_ctx_rowcol * (n_ctx_rowcol + 1)
-
-
-def grid_shape(height: int, width: int, level: int) -> tuple[int, int]:
-    """(rows, columns) of latent grid `level`: (ceil(H / 2^level), ceil(W / 2^level))."""
-    return -(-height // (1 << level)), -(-width // (1 << level))
 
 
 def parse_layers(text: str) -> list[LayerDesc]:
@@ -121,11 +127,14 @@ def parse_layers(text: str) -> list[LayerDesc]:
             out_channels, kernel = int(out_text), int(kernel_text)
         except ValueError as error:
             raise ValueError(f"layer {item!r}: out and kernel must be integers") from error
-        if kind not in ("linear", "residual"):
-            raise ValueError(f"layer {item!r}: type must be 'linear' or 'residual'")
+        try:
+            layer_kind = LayerKind.from_label(kind)
+        except ValueError:
+            kinds = " or ".join(repr(k.label) for k in LayerKind)
+            raise ValueError(f"layer {item!r}: type must be {kinds}") from None
         if activation not in ACTIVATIONS:
             raise ValueError(f"layer {item!r}: activation must be one of {ACTIVATIONS}")
-        layers.append(LayerDesc(out_channels, kernel, kind == "residual", activation))
+        layers.append(LayerDesc(out_channels, kernel, layer_kind, activation))
     return layers
 
 
@@ -180,8 +189,8 @@ def _check_layers(
         _require(layer.kernel in kernels, f"{name}: kernel {layer.kernel} not in {kernels}")
         _require(layer.activation in ACTIVATIONS, f"{name}: activation {layer.activation!r}")
         _require(
-            not layer.residual or layer.out_channels == in_channels,
-            f"{name}: residual layer needs out_channels == inputs ({in_channels})",
+            not layer.kind.adds_input or layer.out_channels == in_channels,
+            f"{name}: {layer.kind.label} layer needs out_channels == inputs ({in_channels})",
         )
         mac += layer.kernel * layer.kernel * in_channels * layer.out_channels
         in_channels = layer.out_channels
@@ -190,8 +199,8 @@ def _check_layers(
 
 def validate_codec(codec: IntegerCodec) -> None:
     """Raise ValueError if `codec` cannot be written as a conforming stream."""
-    _in_range(codec.color_format, 0, 3, "color_format")
-    _in_range(codec.bit_depth, 8, 16, "bit_depth")
+    _in_range(codec.color_format, min(ColorFormat), max(ColorFormat), "color_format")
+    _in_range(codec.bit_depth, MIN_BIT_DEPTH, MAX_BIT_DEPTH, "bit_depth")
     _in_range(codec.width, 1, MAX_SIDE, "width")
     _in_range(codec.height, 1, MAX_SIDE, "height")
     _require(
@@ -199,9 +208,10 @@ def validate_codec(codec: IntegerCodec) -> None:
         f"picture {codec.width}x{codec.height} exceeds {MAX_PIXELS} samples",
     )
     _in_range(len(codec.latents), 1, MAX_GRIDS, "number of grids")
-    _in_range(codec.n_ctx_rowcol, 1, 3, "n_ctx_rowcol")
-    _in_range(len(np.asarray(codec.ups_taps).reshape(-1)), 1, 8, "number of upsampling taps")
-    mac_arm = _check_layers(codec.arm_layers, codec.dim_arm, MAX_ARM_LAYERS, "ARM", (1,))
+    _in_range(codec.n_ctx_rowcol, 1, MAX_N_CTX_ROWCOL, "n_ctx_rowcol")
+    n_taps = len(np.asarray(codec.ups_taps).reshape(-1))
+    _in_range(n_taps, 1, MAX_UPS_TAPS, "number of upsampling taps")
+    mac_arm = _check_layers(codec.arm_layers, codec.dim_arm, MAX_ARM_LAYERS, "ARM", ARM_KERNELS)
     mac_syn = _check_layers(
         codec.syn_layers, codec.n_grids, MAX_SYN_LAYERS, "synthesis", SYN_KERNELS
     )
@@ -214,11 +224,11 @@ def validate_codec(codec: IntegerCodec) -> None:
     _require(
         mac_syn <= MAX_MAC_SYN, f"synthesis needs {mac_syn} MAC per pixel, limit {MAX_MAC_SYN}"
     )
-    _in_range(codec.arm_w_shift, 0, 16, "arm_w_shift")
-    _in_range(codec.arm_b_shift, 0, min(24, im.ARM_FRAC + codec.arm_w_shift), "arm_b_shift")
-    _in_range(codec.ups_shift, 0, 16, "ups_shift")
-    _in_range(codec.syn_w_shift, 0, 16, "syn_w_shift")
-    _in_range(codec.syn_b_shift, 0, min(28, im.SYN_FRAC + codec.syn_w_shift), "syn_b_shift")
+    _in_range(codec.arm_w_shift, 0, MAX_W_SHIFT, "arm_w_shift")
+    _in_range(codec.arm_b_shift, 0, max_arm_b_shift(codec.arm_w_shift), "arm_b_shift")
+    _in_range(codec.ups_shift, 0, MAX_UPS_SHIFT, "ups_shift")
+    _in_range(codec.syn_w_shift, 0, MAX_W_SHIFT, "syn_w_shift")
+    _in_range(codec.syn_b_shift, 0, max_syn_b_shift(codec.syn_w_shift), "syn_b_shift")
 
     for what, layers, weights, first_in, conv in (
         ("ARM", codec.arm_layers, codec.arm_weights, codec.dim_arm, False),
@@ -393,7 +403,7 @@ def _layer_bytes(layers: list[LayerDesc], with_kernel: bool) -> bytes:
         fields = [layer.out_channels]
         if with_kernel:
             fields.append(layer.kernel)
-        fields += [int(layer.residual), ACTIVATIONS.index(layer.activation)]
+        fields += [int(layer.kind), ACTIVATIONS.index(layer.activation)]
         data += bytes(fields)
     return data
 

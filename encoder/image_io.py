@@ -22,10 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-COLOR_GREY, COLOR_RGB, COLOR_YUV444, COLOR_YUV420 = 0, 1, 2, 3
-COLOR_NAMES = {0: "grey", 1: "rgb", 2: "yuv444", 3: "yuv420"}
-MAX_SIDE = 16384
-MAX_PIXELS = 1 << 24
+from .format import MAX_PIXELS, MAX_SIDE, ColorFormat
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 YUV_NAME_FORM = "<name>_<W>x<H>_<framerate>_<yuv420|yuv444>_<bits>b.yuv"
@@ -47,10 +44,13 @@ class Picture:
     """
 
     planes: list[np.ndarray]
-    color_format: int
+    color_format: ColorFormat
     bit_depth: int
     source: str = "<array>"
     warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.color_format = ColorFormat(self.color_format)
 
     @property
     def height(self) -> int:
@@ -65,7 +65,7 @@ class Picture:
         return sum(p.size for p in self.planes)
 
     def describe(self) -> str:
-        return f"{self.width}x{self.height} {COLOR_NAMES[self.color_format]} {self.bit_depth}-bit"
+        return f"{self.width}x{self.height} {self.color_format.label} {self.bit_depth}-bit"
 
 
 def _check_size(width: int, height: int, source: str) -> None:
@@ -105,10 +105,10 @@ def picture_from_array(
     dtype = np.uint8 if depth == 8 else np.uint16
     if a.ndim == 2:
         planes = [np.ascontiguousarray(a, dtype=dtype)]
-        fmt = COLOR_GREY
+        fmt = ColorFormat.GREY
     else:
         planes = [np.ascontiguousarray(a[..., c], dtype=dtype) for c in range(3)]
-        fmt = COLOR_RGB
+        fmt = ColorFormat.RGB
     return Picture(planes, fmt, depth, source, warnings)
 
 
@@ -138,7 +138,7 @@ def read_picture(path: str | os.PathLike) -> Picture:
 # ----------------------------------------------------------------------------- YUV
 
 
-def parse_yuv_name(name: str) -> tuple[int, int, int, int]:
+def parse_yuv_name(name: str) -> tuple[int, int, ColorFormat, int]:
     """(width, height, color_format, bit_depth) from a Cool-chic style .yuv file name."""
     stem = name[:-4] if name.lower().endswith(".yuv") else name
     match = _YUV_NAME.search(stem)
@@ -149,13 +149,13 @@ def parse_yuv_name(name: str) -> tuple[int, int, int, int]:
     width, height, bits = int(match["w"]), int(match["h"]), int(match["bits"])
     if not 8 <= bits <= 16:
         raise InputError(f"{name}: bit depth {bits} outside 8..16")
-    fmt = COLOR_YUV420 if match["chroma"] == "yuv420" else COLOR_YUV444
+    fmt = ColorFormat.from_label(match["chroma"])
     return width, height, fmt, bits
 
 
-def yuv_frame_shapes(width: int, height: int, color_format: int) -> list[tuple[int, int]]:
+def yuv_frame_shapes(width: int, height: int, color_format: ColorFormat) -> list[tuple[int, int]]:
     """(rows, columns) of the Y, U, V planes of one frame."""
-    if color_format == COLOR_YUV420:
+    if color_format.subsampled_chroma:
         chroma = (-(-height // 2), -(-width // 2))
     else:
         chroma = (height, width)
@@ -172,7 +172,7 @@ def _read_yuv(data: bytes, path: Path) -> Picture:
     if len(data) < frame or len(data) % frame:
         raise InputError(
             f"{source}: size mismatch: {len(data)} bytes is not a whole number of "
-            f"{width}x{height} {COLOR_NAMES[fmt]} {bits}-bit frames ({frame} bytes each)"
+            f"{width}x{height} {fmt.label} {bits}-bit frames ({frame} bytes each)"
         )
     dtype = np.dtype(np.uint8) if bits == 8 else np.dtype("<u2")
     samples = np.frombuffer(data, dtype=dtype, count=frame // sample_bytes)

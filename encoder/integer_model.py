@@ -24,15 +24,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .format import (
+    ARM_FRAC,
+    LEAKY_SHIFT,
+    LOG_SCALE_MAX,
+    LOG_SCALE_MIN,
+    MU_LIMIT,
+    PRECISION,
+    SYN_FRAC,
+    ColorFormat,
+    context_offsets,
+    grid_shape,
+    tap_offset,
+)
+
 if TYPE_CHECKING:
     from .bitstream import IntegerCodec, LayerDesc
 
-ARM_FRAC = 8  # ARM activations, mu and log_scale are Q8
-SYN_FRAC = 12  # dense latent and synthesis activations are Q12
-PRECISION = 24  # rANS frequencies sum to 2^24
-LOG_SCALE_MIN, LOG_SCALE_MAX = -1536, 2048
-MU_LIMIT = 1 << 23
-EXP_NEG_SIZE = 5632
+EXP_NEG_SIZE = 5632  # entries of the normative EXP_NEG table
 G_ONE = 1 << 30  # Q30 one of the Laplace cumulative G
 
 _FLOAT_EXACT = 1 << 53  # every integer of magnitude <= 2^53 is a float64
@@ -95,7 +104,7 @@ def activation(y: np.ndarray, name: str) -> np.ndarray:
     if name == "relu":
         return np.maximum(y, 0)
     if name == "leakyrelu":
-        return np.where(y >= 0, y, y >> 4)
+        return np.where(y >= 0, y, y >> LEAKY_SHIFT)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -127,19 +136,13 @@ def _finish_layer(
 ) -> np.ndarray:
     """round_shift, residual add and activation of spec 2.3 (arrays (C, ...) int64)."""
     y = round_shift(acc, w_shift)
-    if layer.residual:
+    if layer.kind.adds_input:
         y = wrap32(y + layer_input)
     return activation(y, layer.activation)
 
 
 # ---------------------------------------------------------------------------
 # ARM (spec 2.3, 5.2, 5.3)
-
-
-def context_offsets(n_ctx_rowcol: int) -> list[tuple[int, int]]:
-    """The dim_arm = 2 r (r + 1) causal offsets (dy, dx) in spec order (5.2)."""
-    r = n_ctx_rowcol
-    return [(dy, dx) for dy in range(-r, 1) for dx in range(-r, r + 1) if dy < 0 or dx < 0]
 
 
 def arm_contexts(latent: np.ndarray, n_ctx_rowcol: int, rows: slice | None = None) -> np.ndarray:
@@ -310,13 +313,6 @@ def latent_bits(codec: IntegerCodec) -> float:
 # Upsampling (spec 6)
 
 
-def _tap_offset(k: int, odd_output: bool) -> int:
-    """Input offset m of tap k for an even or odd output index (spec 6)."""
-    if not odd_output:
-        return k >> 1 if k % 2 == 0 else -((k + 1) >> 1)
-    return -(k >> 1) if k % 2 == 0 else (k + 1) >> 1
-
-
 def upsample_pass(a: np.ndarray, taps: np.ndarray, shift: int, n_out: int, axis: int) -> np.ndarray:
     """One 1-D upsampling pass of spec 6 along `axis` of int64 array `a` (int32 values).
 
@@ -333,7 +329,7 @@ def upsample_pass(a: np.ndarray, taps: np.ndarray, shift: int, n_out: int, axis:
         count = (n_out - parity + 1) // 2  # outputs i = 2 j + parity
         acc = np.zeros(a.shape[:-1] + (count,), dtype=np.int64)
         for k, v in enumerate(taps):
-            start = pad + _tap_offset(k, parity == 1)
+            start = pad + tap_offset(k, parity == 1)
             acc += v * padded[..., start : start + count]
         out[..., parity::2] = round_shift(acc, shift)
     return np.moveaxis(out, -1, axis)
@@ -343,8 +339,7 @@ def upsample_grid(codec: IntegerCodec, grid_index: int) -> np.ndarray:
     """Channel `grid_index` of the dense latent: int64 (H, W), Q12 (spec 6)."""
     x = np.asarray(codec.latents[grid_index], dtype=np.int64) << SYN_FRAC
     for level in range(grid_index, 0, -1):
-        rows = -(-codec.height // (1 << (level - 1)))
-        cols = -(-codec.width // (1 << (level - 1)))
+        rows, cols = grid_shape(codec.height, codec.width, level - 1)
         x = upsample_pass(x, codec.ups_taps, codec.ups_shift, rows, axis=0)
         x = upsample_pass(x, codec.ups_taps, codec.ups_shift, cols, axis=1)
     return x
@@ -451,8 +446,9 @@ def to_samples(c: np.ndarray, bit_depth: int) -> np.ndarray:
 def output_planes(codec: IntegerCodec, synthesis: np.ndarray) -> list[np.ndarray]:
     """Planes of the picture from the synthesis output (spec 8.1, 8.2)."""
     planes = []
+    subsampled = ColorFormat(codec.color_format).subsampled_chroma
     for channel, c in enumerate(synthesis):
-        if codec.color_format == 3 and channel > 0:
+        if subsampled and channel > 0:
             c = subsample_chroma(c)
         planes.append(to_samples(c, codec.bit_depth))
     return planes

@@ -31,15 +31,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ARM_FRAC = 8  # ARM activations are Q8 (spec 2.1)
-SYN_FRAC = 12  # dense latent and synthesis activations are Q12
-LOG_SCALE_MIN = -6.0  # spec 5.4: s = clip(log_scale, -1536, 2048) in Q8
-LOG_SCALE_MAX = 8.0
-MU_LIMIT = float(1 << 15)  # spec 5.4: m = clip(mu, -2^23, 2^23) in Q8
-LEAKY_SLOPE = 1.0 / 16.0  # spec 2.2: y >> 4 for negative y
-MAX_BITS_PER_LATENT = 24.0  # every symbol has a frequency >= 1 out of 2^24
+from . import format as fmt
+from .format import ColorFormat, LayerKind, context_offsets, grid_shape, tap_offset
 
-COLOR_GREY, COLOR_RGB, COLOR_YUV444, COLOR_YUV420 = 0, 1, 2, 3
+# The spec's fixed-point clips and slopes in real units (spec 2.2, 5.4).
+LOG_SCALE_MIN = fmt.LOG_SCALE_MIN / (1 << fmt.ARM_FRAC)  # -6.0
+LOG_SCALE_MAX = fmt.LOG_SCALE_MAX / (1 << fmt.ARM_FRAC)  # 8.0
+MU_LIMIT = float(fmt.MU_LIMIT >> fmt.ARM_FRAC)  # 2^15
+LEAKY_SLOPE = 1.0 / (1 << fmt.LEAKY_SHIFT)  # 1/16
+MAX_BITS_PER_LATENT = float(fmt.PRECISION)  # every symbol has a frequency >= 1 out of 2^24
 
 
 class Layer(Protocol):
@@ -47,24 +47,13 @@ class Layer(Protocol):
 
     out_channels: int
     kernel: int
-    residual: bool
+    kind: LayerKind
     activation: str
 
 
 def grid_sizes(height: int, width: int, n_grids: int) -> list[tuple[int, int]]:
     """(rows, columns) of every latent grid: `ceil(H / 2^g) x ceil(W / 2^g)` (spec 3.4)."""
-    return [(-(-height // (1 << g)), -(-width // (1 << g))) for g in range(n_grids)]
-
-
-def context_offsets(n_ctx_rowcol: int) -> list[tuple[int, int]]:
-    """The ARM context (dy, dx) offsets in the order of spec 5.2."""
-    r = n_ctx_rowcol
-    return [(dy, dx) for dy in range(-r, 1) for dx in range(-r, r + 1) if dy < 0 or dx < 0]
-
-
-def n_channels_of(color_format: int) -> int:
-    """Synthesis output channels: 1 for grey, 3 otherwise."""
-    return 1 if color_format == COLOR_GREY else 3
+    return [grid_shape(height, width, g) for g in range(n_grids)]
 
 
 # ----------------------------------------------------------------------------- quantizers
@@ -166,7 +155,7 @@ class Arm(nn.Module):
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
             w = torch.empty(layer.out_channels, c_in)
-            if last or layer.residual:
+            if last or layer.kind.adds_input:
                 # The output layer starts at (mu, log_scale) = (0, 0); a residual layer
                 # starts as the identity. Both are the usual Cool-chic initialisation.
                 nn.init.zeros_(w)
@@ -180,7 +169,7 @@ class Arm(nn.Module):
         x = ctx
         for layer, w, b in zip(self.layers, self.weights, self.biases, strict=True):
             y = torch.addmm(b.unsqueeze(1), w, x)
-            if layer.residual:
+            if layer.kind.adds_input:
                 y = y + x
             x = activate(y, layer.activation, inplace=True)
         return x[0], x[1]
@@ -207,10 +196,8 @@ def _fold_indices(n_taps: int, device: torch.device) -> tuple[Tensor, Tensor]:
     half = n_taps // 2
     even_idx, odd_idx = [], []
     for k in range(n_taps):
-        m_even = (k >> 1) if k % 2 == 0 else -((k + 1) >> 1)
-        m_odd = -(k >> 1) if k % 2 == 0 else (k + 1) >> 1
-        even_idx.append(m_even + half)
-        odd_idx.append(m_odd + half)
+        even_idx.append(tap_offset(k, odd_output=False) + half)
+        odd_idx.append(tap_offset(k, odd_output=True) + half)
     rows = torch.cat([torch.zeros(n_taps, dtype=torch.long), torch.ones(n_taps, dtype=torch.long)])
     cols = torch.tensor(even_idx + odd_idx)
     return rows.to(device), cols.to(device)
@@ -370,7 +357,7 @@ class Synthesis(nn.Module):
             k = layer.kernel
             w = torch.empty(layer.out_channels, c_in, k, k)
             b = torch.zeros(layer.out_channels)
-            if layer.residual:
+            if layer.kind.adds_input:
                 nn.init.zeros_(w)  # residual layers start as the identity
             else:
                 # Torch's default conv init, biases included: with all-zero latents at the
@@ -394,7 +381,7 @@ class Synthesis(nn.Module):
                 y = y.view(-1, h, w_)
             else:
                 y = _Conv.apply(replicate_pad(x, k // 2, k // 2), w, b)
-            if layer.residual:
+            if layer.kind.adds_input:
                 y = y + x
             x = activate(y, layer.activation, inplace=True)
         return x
@@ -507,7 +494,7 @@ class CoolChic(nn.Module):
         self,
         height: int,
         width: int,
-        color_format: int,
+        color_format: ColorFormat,
         arm_layers: Sequence[Layer],
         syn_layers: Sequence[Layer],
         n_ctx_rowcol: int,
@@ -516,7 +503,7 @@ class CoolChic(nn.Module):
     ) -> None:
         super().__init__()
         self.height, self.width = height, width
-        self.color_format = color_format
+        self.color_format = ColorFormat(color_format)
         self.n_ctx_rowcol = n_ctx_rowcol
         self.sizes = grid_sizes(height, width, n_grids)
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(h, w)) for h, w in self.sizes])
@@ -553,7 +540,7 @@ class CoolChic(nn.Module):
         """Output planes in [0, 1] units: 4:2:0 chroma are 2x2 averages, then every value
         is clamped to [0, 1] (spec 8), unless clamp is False."""
         planes = list(image)
-        if self.color_format == COLOR_YUV420:
+        if self.color_format.subsampled_chroma:
             planes = [planes[0], subsample_420(planes[1]), subsample_420(planes[2])]
         return [p.clamp(0.0, 1.0) for p in planes] if clamp else planes
 

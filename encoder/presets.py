@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import format as fmt
 from .bitstream import LayerDesc, context_size, grid_shape, parse_layers
 from .model import NOISE_KINDS
 
@@ -46,6 +47,7 @@ class Preset:
     noise_param: tuple[float, float] = (0.25, 0.15)
     eval_every: int = 100  # iterations between evaluations with hard rounding
     quant_search: str = "exact"  # "exact" (integer model) or "fast" (float proxy + check)
+    rdoq: bool = False  # RD-optimized rounding of the network weights (`rdoq.py`)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -295,6 +297,7 @@ class EncoderConfig:
     n_grids: int | None = None
     n_itr: int | None = None  # phase-1 iterations
     n_train_loops: int = 1
+    rdoq: bool | None = None  # None: the preset's
     seed: int = 0
     device: str = "auto"
 
@@ -305,6 +308,8 @@ class EncoderConfig:
         preset = PRESETS[self.preset]
         if self.start_lr is not None:
             preset = replace(preset, start_lr=self.start_lr)
+        if self.rdoq is not None:
+            preset = replace(preset, rdoq=self.rdoq)
         if self.n_itr is not None:
             # Keep the preset's proportions: phase 2 about a tenth of phase 1.
             preset = replace(
@@ -347,30 +352,36 @@ class EncoderConfig:
 
 def check_architecture(arch: Architecture, n_channels: int) -> None:
     """Raise ValueError, with a one-line message, if the header could not code `arch`."""
-    if not 1 <= arch.n_ctx_rowcol <= 3:
+    if not 1 <= arch.n_ctx_rowcol <= fmt.MAX_N_CTX_ROWCOL:
         raise ValueError(f"n_ctx_rowcol {arch.n_ctx_rowcol}: must be 1, 2 or 3")
-    if not 1 <= arch.n_grids <= 7:
-        raise ValueError(f"n_grids {arch.n_grids}: must be 1..7")
-    if not 1 <= len(arch.arm_layers) <= 5:
-        raise ValueError(f"{len(arch.arm_layers)} ARM layers: must be 1..5")
-    if not 1 <= len(arch.syn_layers) <= 8:
-        raise ValueError(f"{len(arch.syn_layers)} synthesis layers: must be 1..8")
+    if not 1 <= arch.n_grids <= fmt.MAX_GRIDS:
+        raise ValueError(f"n_grids {arch.n_grids}: must be 1..{fmt.MAX_GRIDS}")
+    if not 1 <= len(arch.arm_layers) <= fmt.MAX_ARM_LAYERS:
+        raise ValueError(f"{len(arch.arm_layers)} ARM layers: must be 1..{fmt.MAX_ARM_LAYERS}")
+    if not 1 <= len(arch.syn_layers) <= fmt.MAX_SYN_LAYERS:
+        raise ValueError(
+            f"{len(arch.syn_layers)} synthesis layers: must be 1..{fmt.MAX_SYN_LAYERS}"
+        )
     if arch.arm_layers[-1].out_channels != 2:
         raise ValueError("the last ARM layer must have 2 outputs (mu, log_scale)")
     if arch.syn_layers[-1].out_channels != n_channels:
         raise ValueError(f"the last synthesis layer must have {n_channels} outputs (use X)")
     for what, layers, c_in, kernels, limit in (
-        ("ARM", arch.arm_layers, arch.dim_arm, (1,), 8192),
-        ("synthesis", arch.syn_layers, arch.n_grids, (1, 3, 5, 7), 16384),
+        ("ARM", arch.arm_layers, arch.dim_arm, fmt.ARM_KERNELS, fmt.MAX_MAC_ARM),
+        ("synthesis", arch.syn_layers, arch.n_grids, fmt.SYN_KERNELS, fmt.MAX_MAC_SYN),
     ):
         mac = 0
         for layer in layers:
-            if not 1 <= layer.out_channels <= 64:
-                raise ValueError(f"{what} layer {layer.describe()}: width must be 1..64")
+            if not 1 <= layer.out_channels <= fmt.MAX_LAYER_WIDTH:
+                raise ValueError(
+                    f"{what} layer {layer.describe()}: width must be 1..{fmt.MAX_LAYER_WIDTH}"
+                )
             if layer.kernel not in kernels:
                 raise ValueError(f"{what} layer {layer.describe()}: kernel must be in {kernels}")
-            if layer.residual and layer.out_channels != c_in:
-                raise ValueError(f"{what} layer {layer.describe()}: residual needs {c_in} outputs")
+            if layer.kind.adds_input and layer.out_channels != c_in:
+                raise ValueError(
+                    f"{what} layer {layer.describe()}: {layer.kind.label} needs {c_in} outputs"
+                )
             mac += layer.kernel**2 * c_in * layer.out_channels
             c_in = layer.out_channels
         if mac > limit:

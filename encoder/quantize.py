@@ -12,11 +12,15 @@ where the latent bits are the exact code length under the integer Laplace model
 (`integer_model.latent_bits`), the weight bits the exact exp-Golomb length of the
 weights section, and the MSE that of the samples the integer decoder will output
 (`integer_model.simulate_decode` pieces). The ARM only changes the latent bits and
-the upsampling / synthesis only the MSE, so the two searches are independent.
+the upsampling / synthesis only the MSE, so the two searches are independent:
+`ArmShiftSearch` (arm_w_shift, arm_b_shift), then `DecoderShiftSearch` (ups_shift,
+syn_w_shift, syn_b_shift, by coordinate descent). With `rdoq`, the rate-distortion
+optimized rounding of `rdoq.py` then moves single weights toward zero where that
+lowers the same cost. `quantize_model` returns the codec and a `QuantizationReport`.
 
 A shift is admissible only if no int32 accumulator of spec 2.3 / 6 can wrap on this
 picture: conforming streams made by a sensible encoder never wrap (spec 2.2). This is
-checked with the actual activations (`_max_accumulators`).
+checked with the actual activations (`model_stats`).
 
 `search="fast"` replaces the exact evaluations by the float model with quantized
 weights (same terms, computed in float32 by Torch) and checks the chosen shifts with
@@ -25,23 +29,36 @@ the exact evaluation once; it exists for the `instant` preset.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from . import integer_model as im
-from .bitstream import INT16_MAX, INT16_MIN, IntegerCodec, choose_egk, egk_bits
-from .model import ARM_FRAC, SYN_FRAC, CoolChic, activate, arm_contexts, replicate_pad
+from .bitstream import IntegerCodec, choose_egk, egk_bits
+from .format import (
+    ARM_FRAC,
+    INT16_MAX,
+    INT16_MIN,
+    MAX_UPS_SHIFT,
+    MAX_UPS_TAPS,
+    MAX_W_SHIFT,
+    SYN_FRAC,
+    max_arm_b_shift,
+    max_syn_b_shift,
+)
+from .model import CoolChic, activate, arm_contexts, replicate_pad
 from .presets import Architecture
 
-INT32_LIMIT = float(1 << 31)
+if TYPE_CHECKING:
+    from .rdoq import RdoqReport
+
 # Accumulators must stay below this bound (a margin below 2^31 for the float estimate).
 SAFE_ACCUMULATOR = float(1 << 30)
-MAX_W_SHIFT = 16
-MAX_UPS_SHIFT = 16
 
 
 @dataclass
@@ -53,18 +70,6 @@ class Shifts:
     ups: int = 10
     syn_w: int = 10
     syn_b: int = 16
-
-
-@dataclass
-class QuantizationReport:
-    """Outcome of the search. Costs are in the loss unit: MSE + lambda * bpp."""
-
-    shifts: Shifts
-    latent_bits: float
-    weight_bits: float
-    mse: float
-    evaluations: int
-    tried: list[dict] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- building
@@ -158,8 +163,6 @@ def _codec(
 
 def dequantized_model(model: CoolChic, codec: IntegerCodec) -> CoolChic:
     """A copy of `model` whose parameters are the codec's integers / 2^shift and latents."""
-    import copy
-
     twin = copy.deepcopy(model)
     device = next(model.parameters()).device
 
@@ -263,8 +266,7 @@ class ModelStats:
         return all(s.bound(SYN_FRAC, w_shift, b_shift) < SAFE_ACCUMULATOR for s in self.syn)
 
     def ups_ok(self, shift: int) -> bool:
-        n_taps = 8
-        bound = (self.ups_tap_sum * 2.0**shift + 0.5 * n_taps) * (
+        bound = (self.ups_tap_sum * 2.0**shift + 0.5 * MAX_UPS_TAPS) * (
             1.25 * self.ups_input_max * 2.0**SYN_FRAC + 1.0
         )
         return bound < SAFE_ACCUMULATOR
@@ -287,7 +289,7 @@ def model_stats(model: CoolChic, latents: list[torch.Tensor]) -> ModelStats:
             )
         )
         y = torch.addmm(b.unsqueeze(1), w, x)
-        if layer.residual:
+        if layer.kind.adds_input:
             y = y + x
         x = activate(y, layer.activation)
 
@@ -316,13 +318,102 @@ def model_stats(model: CoolChic, latents: list[torch.Tensor]) -> ModelStats:
             )
         )
         y = torch.nn.functional.conv2d(replicate_pad(x, k // 2, k // 2).unsqueeze(0), w, b)[0]
-        if layer.residual:
+        if layer.kind.adds_input:
             y = y + x
         x = activate(y, layer.activation)
     return ModelStats(arm_stats, syn_stats, ups_max, kernel_sum)
 
 
 # ----------------------------------------------------------------------------- search
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One evaluated point of a search; cost in the loss unit (MSE + lambda * bpp terms)."""
+
+    module: str  # "arm" or "synthesis" (synthesis and upsampling together)
+    w_shift: int
+    b_shift: int
+    ups_shift: int | None  # None for the ARM
+    exact: bool  # integer simulation (True) or float proxy (False)
+    cost: float
+
+
+@dataclass
+class QuantizationReport:
+    """Outcome of the quantization. Costs are in the loss unit: MSE + lambda * bpp.
+
+    planes: the samples the decoder will output for the codec (integer simulation);
+    latent_bits / weight_bits: exact code lengths; mse in [0, 1] units; evaluations:
+    cost evaluations of the shift search; rdoq: what the weight RDOQ did (None if off).
+    """
+
+    shifts: Shifts
+    latent_bits: float
+    weight_bits: float
+    mse: float
+    evaluations: int
+    planes: list[np.ndarray]
+    tried: list[Trial] = field(default_factory=list)
+    rdoq: RdoqReport | None = None
+
+
+@dataclass
+class QuantizationProblem:
+    """What every search needs: the trained model, its integer latents and the picture.
+
+    targets: the picture's planes (integer samples); latents: the rounded latents, as
+    integers (`latents`) and as float tensors on the model's device (`latents_t`).
+    """
+
+    model: CoolChic
+    arch: Architecture
+    targets: list[np.ndarray]
+    bit_depth: int
+    lmbda: float
+    latents: list[np.ndarray]
+    latents_t: list[torch.Tensor]
+    stats: ModelStats
+    trials: list[Trial] = field(default_factory=list)
+
+    @classmethod
+    def from_model(
+        cls,
+        model: CoolChic,
+        arch: Architecture,
+        targets: list[np.ndarray],
+        bit_depth: int,
+        lmbda: float,
+    ) -> QuantizationProblem:
+        device = next(model.parameters()).device
+        latents = integer_latents(model)
+        latents_t = [torch.as_tensor(v, dtype=torch.float32, device=device) for v in latents]
+        stats = model_stats(model, latents_t)
+        return cls(model, arch, targets, bit_depth, lmbda, latents, latents_t, stats)
+
+    @property
+    def pixels(self) -> int:
+        return self.model.height * self.model.width
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def record(self, trial: Trial) -> float:
+        self.trials.append(trial)
+        return trial.cost
+
+
+def _highest_shift(params: Iterable[torch.Tensor], limit: int) -> int:
+    """Largest shift (at most `limit`) at which the largest |value| still fits int16."""
+    v_max = max(float(p.detach().abs().max()) for p in params)
+    return min(limit, max(0, int(math.floor(math.log2(INT16_MAX / max(v_max, 1e-12))))))
+
+
+def _set_params(params: Iterable[torch.nn.Parameter], values: list[np.ndarray], shift: int) -> None:
+    """Give float parameters the values of integers `values` / 2^shift."""
+    for p, v in zip(params, values, strict=True):
+        p.data = torch.as_tensor(v / float(1 << shift), dtype=torch.float32, device=p.device)
 
 
 def _greedy(
@@ -348,6 +439,189 @@ def _refine(center: int, low: int, high: int, cost: Callable[[int], float]) -> i
     return min(options, key=lambda c: (costs[c], c != center))
 
 
+class ArmShiftSearch:
+    """ARM weight and bias formats minimizing lambda * (latent bits + ARM weight bits) / pixels.
+
+    Greedy descent from the finest weight format with the float proxy, then (exact
+    search) a +-1 refinement of each shift with the integer model.
+    """
+
+    def __init__(self, problem: QuantizationProblem) -> None:
+        self.problem = problem
+        self.twin = copy.deepcopy(problem.model)  # the float proxy's quantized ARM
+        self.w_high = _highest_shift(problem.model.arm.weights, MAX_W_SHIFT)
+        self.evaluations = 0
+
+    def cost(self, w_shift: int, b_shift: int, exact: bool) -> float:
+        """Rate cost of the ARM at these formats; inf if not admissible."""
+        p = self.problem
+        if not 0 <= b_shift <= max_arm_b_shift(w_shift) or not p.stats.arm_ok(w_shift, b_shift):
+            return math.inf
+        arm = quantize_arm(p.model, w_shift, b_shift)
+        if arm is None:
+            return math.inf
+        self.evaluations += 1
+        w_bits = weight_bits(w for w, _ in arm) + weight_bits(b for _, b in arm)
+        if exact:
+            codec = _arm_codec(p.model, p.arch, p.bit_depth, p.latents, arm, w_shift, b_shift)
+            bits = im.latent_bits(codec)
+        else:
+            _set_params(self.twin.arm.weights, [w for w, _ in arm], w_shift)
+            _set_params(self.twin.arm.biases, [b for _, b in arm], b_shift)
+            with torch.no_grad():
+                bits = float(self.twin.rate(p.latents_t).sum())
+        cost = p.lmbda * (bits + w_bits) / p.pixels
+        return p.record(Trial("arm", w_shift, b_shift, None, exact, cost))
+
+    def run(self, exact: bool) -> tuple[int, int]:
+        """(arm_w_shift, arm_b_shift)."""
+        w_shift = _greedy(
+            range(self.w_high, -1, -1), lambda ws: self.cost(ws, max_arm_b_shift(ws), False)
+        )
+        if w_shift is None:
+            raise RuntimeError("no admissible ARM weight precision (weights too large)")
+        b_shift = _greedy(
+            range(max_arm_b_shift(w_shift), -1, -1), lambda bs: self.cost(w_shift, bs, False)
+        )
+        assert b_shift is not None
+        if exact:
+            w_shift = _refine(
+                w_shift, 0, self.w_high, lambda ws: self.cost(ws, min(b_shift, ARM_FRAC + ws), True)
+            )
+            b_shift = min(b_shift, ARM_FRAC + w_shift)
+            b_shift = _refine(
+                b_shift, 0, max_arm_b_shift(w_shift), lambda bs: self.cost(w_shift, bs, True)
+            )
+        return w_shift, b_shift
+
+
+@dataclass(frozen=True)
+class DecoderShifts:
+    """Formats of the upsampling taps and the synthesis weights and biases."""
+
+    ups: int
+    syn_w: int
+    syn_b: int
+
+    def with_shift(self, name: str, value: int) -> DecoderShifts:
+        """A copy with field `name` set to `value` and syn_b kept legal for syn_w."""
+        moved = replace(self, **{name: value})
+        return replace(moved, syn_b=min(moved.syn_b, SYN_FRAC + moved.syn_w))
+
+
+class DecoderShiftSearch:
+    """Upsampling and synthesis formats minimizing MSE + lambda * their weight bits / pixels.
+
+    Starts from the finest admissible formats and lowers each precision in turn (the
+    upsampling shift, the synthesis weight shift, the synthesis bias shift) while the
+    cost falls, twice over with the float proxy since each choice depends a little on
+    the others; then (exact search) refines each by +-1 with the integer model.
+    """
+
+    ORDER = ("ups", "syn_w", "syn_b")  # coordinate order of the proxy rounds
+    ROUNDS = 2
+
+    def __init__(self, problem: QuantizationProblem, arm_codec: IntegerCodec) -> None:
+        p = self.problem = problem
+        self.arm_codec = arm_codec  # the chosen ARM; its decoder part is replaced per trial
+        self.twin = copy.deepcopy(p.model)
+        self.syn_high = _highest_shift(p.model.synthesis.weights, MAX_W_SHIFT)
+        self.ups_high = _highest_shift([p.model.upsampling.taps], MAX_UPS_SHIFT)
+        self.targets_t = [torch.as_tensor(t.astype(np.float32), device=p.device) for t in p.targets]
+        self.dense_cache: dict[int, np.ndarray] = {}  # integer dense latent per ups shift
+        self.evaluations = 0
+
+    def highest(self, name: str, point: DecoderShifts) -> int:
+        if name == "ups":
+            return self.ups_high
+        if name == "syn_w":
+            return self.syn_high
+        return max_syn_b_shift(point.syn_w)
+
+    def cost(self, point: DecoderShifts, exact: bool) -> float:
+        """MSE + lambda * (taps + synthesis) bits / pixels at `point`; inf if not admissible."""
+        p = self.problem
+        ws, bs, ups = point.syn_w, point.syn_b, point.ups
+        if not 0 <= bs <= max_syn_b_shift(ws) or not 0 <= ups <= self.ups_high:
+            return math.inf
+        if not p.stats.syn_ok(ws, bs) or not p.stats.ups_ok(ups):
+            return math.inf
+        syn = quantize_synthesis(p.model, ws, bs)
+        taps = _to_int(p.model.upsampling.taps, ups)
+        if syn is None or taps is None:
+            return math.inf
+        self.evaluations += 1
+        w_bits = (
+            weight_bits([taps]) + weight_bits(w for w, _ in syn) + weight_bits(b for _, b in syn)
+        )
+        mse = self._exact_mse(point, syn, taps) if exact else self._proxy_mse(point, syn, taps)
+        cost = mse + p.lmbda * w_bits / p.pixels
+        return p.record(Trial("synthesis", ws, bs, ups, exact, cost))
+
+    def _exact_mse(self, point: DecoderShifts, syn: list, taps: np.ndarray) -> float:
+        codec = replace(
+            self.arm_codec,
+            syn_weights=syn,
+            syn_w_shift=point.syn_w,
+            syn_b_shift=point.syn_b,
+            ups_taps=taps,
+            ups_shift=point.ups,
+        )
+        if point.ups not in self.dense_cache:
+            self.dense_cache[point.ups] = im.upsample_dense(codec)
+        planes = im.output_planes(codec, im.synthesis_output(codec, self.dense_cache[point.ups]))
+        return planes_mse(planes, self.problem.targets, self.problem.bit_depth)
+
+    @torch.no_grad()
+    def _proxy_mse(self, point: DecoderShifts, syn: list, taps: np.ndarray) -> float:
+        p, twin = self.problem, self.twin
+        _set_params(twin.synthesis.weights, [w for w, _ in syn], point.syn_w)
+        _set_params(twin.synthesis.biases, [b for _, b in syn], point.syn_b)
+        _set_params([twin.upsampling.taps], [taps], point.ups)
+        maxval = float((1 << p.bit_depth) - 1)
+        planes = twin.to_planes(twin.decode(p.latents_t))
+        err = sum(
+            float(((torch.round(plane * maxval) - t) ** 2).sum())
+            for plane, t in zip(planes, self.targets_t, strict=True)
+        )
+        return err / sum(t.size for t in p.targets) / (maxval * maxval)
+
+    def start(self) -> DecoderShifts:
+        """The finest admissible formats."""
+        stats = self.problem.stats
+        syn_w = next(
+            (ws for ws in range(self.syn_high, -1, -1) if stats.syn_ok(ws, max_syn_b_shift(ws))),
+            None,
+        )
+        ups = next((u for u in range(self.ups_high, -1, -1) if stats.ups_ok(u)), None)
+        if syn_w is None or ups is None:
+            raise RuntimeError(
+                "no admissible synthesis / upsampling precision (activations too large)"
+            )
+        return DecoderShifts(ups=ups, syn_w=syn_w, syn_b=max_syn_b_shift(syn_w))
+
+    def run(self, exact: bool) -> DecoderShifts:
+        point = self.start()
+        for _ in range(self.ROUNDS):
+            for name in self.ORDER:
+                value = _greedy(
+                    range(self.highest(name, point), -1, -1),
+                    lambda v, at=point, name=name: self.cost(at.with_shift(name, v), False),
+                )
+                if value is not None:
+                    point = point.with_shift(name, value)
+        if exact:
+            for name in ("syn_w", "syn_b", "ups"):
+                value = _refine(
+                    getattr(point, name),
+                    0,
+                    self.highest(name, point),
+                    lambda v, at=point, name=name: self.cost(at.with_shift(name, v), True),
+                )
+                point = point.with_shift(name, value)
+        return point
+
+
 def quantize_model(
     model: CoolChic,
     arch: Architecture,
@@ -355,176 +629,49 @@ def quantize_model(
     bit_depth: int,
     lmbda: float,
     search: str = "exact",
+    rdoq: bool = False,
 ) -> tuple[IntegerCodec, QuantizationReport]:
-    """Integer codec of a trained model: shifts by greedy RD search (module docstring).
+    """Integer codec of a trained model: shifts by greedy RD search (module docstring),
+    then, with `rdoq`, rate-distortion optimized rounding of the weights (`rdoq.py`).
 
     targets: the picture's planes (integer samples). search: "exact" or "fast".
     """
-    import copy
-    from dataclasses import replace
+    if search not in ("exact", "fast"):
+        raise ValueError(f"unknown quantization search {search!r} (exact or fast)")
+    exact = search == "exact"
+    problem = QuantizationProblem.from_model(model, arch, targets, bit_depth, lmbda)
 
-    pixels = model.height * model.width
-    device = next(model.parameters()).device
-    latents = integer_latents(model)
-    latents_t = [torch.as_tensor(v, dtype=torch.float32, device=device) for v in latents]
-    stats = model_stats(model, latents_t)
-    twin = copy.deepcopy(model)
-    tried: list[dict] = []
-    evaluations = 0
-
-    def set_params(params, values: list[np.ndarray], shift: int) -> None:
-        for p, v in zip(params, values, strict=True):
-            p.data = torch.as_tensor(v / float(1 << shift), dtype=torch.float32, device=device)
-
-    # ---- ARM: latent bits + ARM weight bits -----------------------------------------
-    w_max = max(float(w.detach().abs().max()) for w in model.arm.weights)
-    ws_high = min(MAX_W_SHIFT, max(0, int(math.floor(math.log2(INT16_MAX / max(w_max, 1e-12))))))
-
-    def arm_cost(ws: int, bs: int, exact: bool) -> float:
-        nonlocal evaluations
-        if not 0 <= bs <= min(24, ARM_FRAC + ws) or not stats.arm_ok(ws, bs):
-            return math.inf
-        arm = quantize_arm(model, ws, bs)
-        if arm is None:
-            return math.inf
-        evaluations += 1
-        w_bits = weight_bits(w for w, _ in arm) + weight_bits(b for _, b in arm)
-        if exact:
-            codec = _arm_codec(model, arch, bit_depth, latents, arm, ws, bs)
-            bits = im.latent_bits(codec)
-        else:
-            set_params(twin.arm.weights, [w for w, _ in arm], ws)
-            set_params(twin.arm.biases, [b for _, b in arm], bs)
-            with torch.no_grad():
-                bits = float(twin.rate(latents_t).sum())
-        cost = lmbda * (bits + w_bits) / pixels
-        tried.append({"module": "arm", "w_shift": ws, "b_shift": bs, "exact": exact, "cost": cost})
-        return cost
-
-    arm_w = _greedy(range(ws_high, -1, -1), lambda ws: arm_cost(ws, min(24, ARM_FRAC + ws), False))
-    if arm_w is None:
-        raise RuntimeError("no admissible ARM weight precision (weights too large)")
-    arm_b = _greedy(range(min(24, ARM_FRAC + arm_w), -1, -1), lambda bs: arm_cost(arm_w, bs, False))
-    assert arm_b is not None
-    if search == "exact":
-        arm_w = _refine(arm_w, 0, ws_high, lambda ws: arm_cost(ws, min(arm_b, ARM_FRAC + ws), True))
-        arm_b = min(arm_b, ARM_FRAC + arm_w)
-        arm_b = _refine(arm_b, 0, min(24, ARM_FRAC + arm_w), lambda bs: arm_cost(arm_w, bs, True))
-
-    # ---- Upsampling and synthesis: MSE + their weight bits ------------------------------
-    w_max = max(float(w.detach().abs().max()) for w in model.synthesis.weights)
-    syn_high = min(MAX_W_SHIFT, max(0, int(math.floor(math.log2(INT16_MAX / max(w_max, 1e-12))))))
-    t_max = float(model.upsampling.taps.detach().abs().max())
-    ups_high = min(MAX_UPS_SHIFT, max(0, int(math.floor(math.log2(INT16_MAX / max(t_max, 1e-12))))))
-    maxval = float((1 << bit_depth) - 1)
-    targets_t = [torch.as_tensor(t.astype(np.float32), device=device) for t in targets]
-    dense_cache: dict[int, np.ndarray] = {}
-    base_codec = _arm_codec(
-        model, arch, bit_depth, latents, quantize_arm(model, arm_w, arm_b), arm_w, arm_b
+    arm_search = ArmShiftSearch(problem)
+    arm_w, arm_b = arm_search.run(exact)
+    arm = quantize_arm(model, arm_w, arm_b)
+    assert arm is not None  # admissible: the search evaluated it
+    decoder_search = DecoderShiftSearch(
+        problem, _arm_codec(model, arch, bit_depth, problem.latents, arm, arm_w, arm_b)
     )
+    decoder = decoder_search.run(exact)
 
-    def syn_cost(ws: int, bs: int, ups: int, exact: bool) -> float:
-        nonlocal evaluations
-        if not 0 <= bs <= min(28, SYN_FRAC + ws) or not 0 <= ups <= ups_high:
-            return math.inf
-        if not stats.syn_ok(ws, bs) or not stats.ups_ok(ups):
-            return math.inf
-        syn = quantize_synthesis(model, ws, bs)
-        taps = _to_int(model.upsampling.taps, ups)
-        if syn is None or taps is None:
-            return math.inf
-        evaluations += 1
-        w_bits = (
-            weight_bits([taps]) + weight_bits(w for w, _ in syn) + weight_bits(b for _, b in syn)
-        )
-        if exact:
-            codec = replace(
-                base_codec,
-                syn_weights=syn,
-                syn_w_shift=ws,
-                syn_b_shift=bs,
-                ups_taps=taps,
-                ups_shift=ups,
-            )
-            if ups not in dense_cache:
-                dense_cache[ups] = im.upsample_dense(codec)
-            planes = im.output_planes(codec, im.synthesis_output(codec, dense_cache[ups]))
-            mse = planes_mse(planes, targets, bit_depth)
-        else:
-            set_params(twin.synthesis.weights, [w for w, _ in syn], ws)
-            set_params(twin.synthesis.biases, [b for _, b in syn], bs)
-            set_params([twin.upsampling.taps], [taps], ups)
-            with torch.no_grad():
-                image = twin.decode(latents_t)
-                planes = twin.to_planes(image)
-                err = sum(
-                    float(((torch.round(p * maxval) - t) ** 2).sum())
-                    for p, t in zip(planes, targets_t, strict=True)
-                )
-            mse = err / sum(t.size for t in targets) / (maxval * maxval)
-        cost = mse + lmbda * w_bits / pixels
-        tried.append(
-            {
-                "module": "synthesis",
-                "w_shift": ws,
-                "b_shift": bs,
-                "ups_shift": ups,
-                "exact": exact,
-                "cost": cost,
-            }
-        )
-        return cost
-
-    # Start from precise settings, then lower each precision while the cost falls.
-    syn_w = next(
-        (ws for ws in range(syn_high, -1, -1) if stats.syn_ok(ws, min(28, SYN_FRAC + ws))), None
+    shifts = Shifts(
+        arm_w=arm_w, arm_b=arm_b, ups=decoder.ups, syn_w=decoder.syn_w, syn_b=decoder.syn_b
     )
-    ups = next((u for u in range(ups_high, -1, -1) if stats.ups_ok(u)), None)
-    if syn_w is None or ups is None:
-        raise RuntimeError("no admissible synthesis / upsampling precision (activations too large)")
-    cur = {"w": syn_w, "b": min(28, SYN_FRAC + syn_w), "ups": ups}
-
-    def cost_with(name: str, exact: bool) -> Callable[[int], float]:
-        def cost(value: int) -> float:
-            trial = dict(cur, **{name: value})
-            if name == "w":  # keep the bias format legal for this weight format
-                trial["b"] = min(trial["b"], SYN_FRAC + value)
-            return syn_cost(trial["w"], trial["b"], trial["ups"], exact)
-
-        return cost
-
-    def set_choice(name: str, value: int | None) -> None:
-        if value is not None:
-            cur[name] = value
-            cur["b"] = min(cur["b"], SYN_FRAC + cur["w"])
-
-    highest = {
-        "w": lambda: syn_high,
-        "b": lambda: min(28, SYN_FRAC + cur["w"]),
-        "ups": lambda: ups_high,
-    }
-    for _ in range(2):  # two rounds: each choice depends a little on the others
-        for name in ("ups", "w", "b"):
-            set_choice(name, _greedy(range(highest[name](), -1, -1), cost_with(name, False)))
-    if search == "exact":
-        for name in ("w", "b", "ups"):
-            set_choice(name, _refine(cur[name], 0, highest[name](), cost_with(name, True)))
-    syn_w, syn_b, ups = cur["w"], cur["b"], cur["ups"]
-
-    shifts = Shifts(arm_w=arm_w, arm_b=arm_b, ups=ups, syn_w=syn_w, syn_b=syn_b)
-    codec = build_codec(model, arch, bit_depth, shifts, latents)
+    codec = build_codec(model, arch, bit_depth, shifts, problem.latents)
     if codec is None:  # cannot happen: every chosen shift was admissible
         raise RuntimeError("quantization produced out-of-range parameters")
+    rdoq_report = None
+    if rdoq:
+        from .rdoq import rdoq_weights
+
+        codec, rdoq_report = rdoq_weights(model, codec, targets, lmbda)
     planes = im.simulate_decode(codec)
     report = QuantizationReport(
         shifts=shifts,
         latent_bits=im.latent_bits(codec),
         weight_bits=float(arm_weight_bits(codec) + decoder_weight_bits(codec)),
         mse=planes_mse(planes, targets, bit_depth),
-        evaluations=evaluations,
-        tried=tried,
+        evaluations=arm_search.evaluations + decoder_search.evaluations,
+        planes=planes,
+        tried=problem.trials,
+        rdoq=rdoq_report,
     )
-    report.planes = planes  # type: ignore[attr-defined]
     return codec, report
 
 
@@ -538,7 +685,7 @@ def _arm_codec(
     b_shift: int,
 ) -> IntegerCodec:
     """A codec with this ARM; its upsampling / synthesis are placeholders (unused by
-    `latent_bits`) until the second search fills them in."""
+    `latent_bits`) until the decoder-side search fills them in."""
     shifts = Shifts(arm_w=w_shift, arm_b=b_shift, ups=0, syn_w=0, syn_b=0)
     taps = np.zeros(arch.ups_half_taps, dtype=np.int64)
     return _codec(model, arch, bit_depth, shifts, latents, arm, taps, [])

@@ -17,20 +17,26 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .bitstream import (
+from .bitstream import IntegerCodec, LayerDesc, parse_layers
+from .format import (
     ACTIVATIONS,
     INT16_MAX,
     INT16_MIN,
+    MAX_GRIDS,
     MAX_MAC_ARM,
     MAX_MAC_SYN,
+    MAX_N_CTX_ROWCOL,
+    MAX_UPS_SHIFT,
+    MAX_UPS_TAPS,
+    MAX_W_SHIFT,
     SYN_KERNELS,
-    IntegerCodec,
-    LayerDesc,
+    ColorFormat,
+    LayerKind,
     context_size,
     grid_shape,
-    parse_layers,
+    max_arm_b_shift,
+    max_syn_b_shift,
 )
-from .integer_model import ARM_FRAC, SYN_FRAC
 
 
 def _quantize(values: np.ndarray, shift: int) -> np.ndarray:
@@ -52,13 +58,13 @@ def _random_arm(rng: np.random.Generator, dim_arm: int) -> list[LayerDesc]:
         layers, in_channels = [], dim_arm
         for _ in range(int(rng.integers(0, 3))):
             if rng.random() < 0.3:
-                out, residual = in_channels, True
+                out, kind = in_channels, LayerKind.RESIDUAL
             else:
-                out, residual = int(rng.integers(2, 25)), False
-            layers.append(LayerDesc(out, 1, residual, str(rng.choice(ACTIVATIONS))))
+                out, kind = int(rng.integers(2, 25)), LayerKind.LINEAR
+            layers.append(LayerDesc(out, 1, kind, str(rng.choice(ACTIVATIONS))))
             in_channels = out
         last_act = "none" if rng.random() < 0.8 else str(rng.choice(ACTIVATIONS))
-        layers.append(LayerDesc(2, 1, False, last_act))
+        layers.append(LayerDesc(2, 1, LayerKind.LINEAR, last_act))
         if _mac(layers, dim_arm) <= MAX_MAC_ARM:
             return layers
 
@@ -69,14 +75,15 @@ def _random_syn(rng: np.random.Generator, n_grids: int, n_channels: int) -> list
         for _ in range(int(rng.integers(0, 4))):
             kernel = int(rng.choice(SYN_KERNELS, p=[0.4, 0.3, 0.2, 0.1]))
             if rng.random() < 0.3:
-                out, residual = in_channels, True
+                out, kind = in_channels, LayerKind.RESIDUAL
             else:
-                out, residual = int(rng.integers(1, 17)), False
-            layers.append(LayerDesc(out, kernel, residual, str(rng.choice(ACTIVATIONS))))
+                out, kind = int(rng.integers(1, 17)), LayerKind.LINEAR
+            layers.append(LayerDesc(out, kernel, kind, str(rng.choice(ACTIVATIONS))))
             in_channels = out
         kernel = int(rng.choice(SYN_KERNELS, p=[0.4, 0.3, 0.2, 0.1]))
         residual = in_channels == n_channels and rng.random() < 0.5
-        layers.append(LayerDesc(n_channels, kernel, bool(residual), "none"))
+        kind = LayerKind.RESIDUAL if residual else LayerKind.LINEAR
+        layers.append(LayerDesc(n_channels, kernel, kind, "none"))
         if _mac(layers, n_grids) <= MAX_MAC_SYN:
             return layers
 
@@ -109,7 +116,7 @@ def random_codec(
     width: int | None = None,
     height: int | None = None,
     n_grids: int | None = None,
-    color_format: int | None = None,
+    color_format: ColorFormat | int | None = None,
     bit_depth: int | None = None,
     n_ctx_rowcol: int | None = None,
     arm: str | list[LayerDesc] | None = None,
@@ -125,7 +132,8 @@ def random_codec(
     """A random valid `IntegerCodec`; every argument left None is drawn from `rng`.
 
     - width, height: picture size (default 1..48 each);
-    - n_grids 1..7, color_format 0..3, bit_depth 8..16 (default one of 8, 10, 12, 16),
+    - n_grids 1..7, color_format (any ColorFormat), bit_depth 8..16 (default one of 8, 10,
+      12, 16),
       n_ctx_rowcol 1..3, ups_taps: number of coded taps T (1..8);
     - arm, syn: layers in textual form or as `LayerDesc` lists (default random
       within the spec's MAC limits);
@@ -142,27 +150,30 @@ def random_codec(
     """
     width = int(rng.integers(1, 49)) if width is None else width
     height = int(rng.integers(1, 49)) if height is None else height
-    n_grids = int(rng.integers(1, 8)) if n_grids is None else n_grids
-    color_format = int(rng.integers(0, 4)) if color_format is None else color_format
+    n_grids = int(rng.integers(1, MAX_GRIDS + 1)) if n_grids is None else n_grids
+    if color_format is None:
+        color_format = int(rng.integers(0, len(ColorFormat)))
+    color_format = ColorFormat(color_format)
     bit_depth = int(rng.choice([8, 10, 12, 16])) if bit_depth is None else bit_depth
-    n_ctx_rowcol = int(rng.integers(1, 4)) if n_ctx_rowcol is None else n_ctx_rowcol
-    taps = int(rng.integers(1, 9)) if ups_taps is None else ups_taps
+    if n_ctx_rowcol is None:
+        n_ctx_rowcol = int(rng.integers(1, MAX_N_CTX_ROWCOL + 1))
+    taps = int(rng.integers(1, MAX_UPS_TAPS + 1)) if ups_taps is None else ups_taps
     latent_range = int(rng.integers(1, 13)) if latent_range is None else latent_range
-    n_channels = 1 if color_format == 0 else 3
+    n_channels = color_format.n_channels
     dim_arm = context_size(n_ctx_rowcol)
     arm_layers = _as_layers(arm) or _random_arm(rng, dim_arm)
     syn_layers = _as_layers(syn) or _random_syn(rng, n_grids, n_channels)
 
     # Fixed-point formats. Trained-like: biases must fit int16 at their scale.
     if extreme:
-        arm_w = int(rng.integers(0, 17))
-        syn_w = int(rng.integers(0, 17))
+        arm_w = int(rng.integers(0, MAX_W_SHIFT + 1))
+        syn_w = int(rng.integers(0, MAX_W_SHIFT + 1))
         chosen = {
             "arm_w_shift": arm_w,
-            "arm_b_shift": int(rng.integers(0, min(24, ARM_FRAC + arm_w) + 1)),
-            "ups_shift": int(rng.integers(0, 17)),
+            "arm_b_shift": int(rng.integers(0, max_arm_b_shift(arm_w) + 1)),
+            "ups_shift": int(rng.integers(0, MAX_UPS_SHIFT + 1)),
             "syn_w_shift": syn_w,
-            "syn_b_shift": int(rng.integers(0, min(28, SYN_FRAC + syn_w) + 1)),
+            "syn_b_shift": int(rng.integers(0, max_syn_b_shift(syn_w) + 1)),
         }
     else:
         chosen = {

@@ -126,7 +126,7 @@ def init_output_mean(model: CoolChic, means: torch.Tensor) -> None:
     never be learnt.
     """
     syn = model.synthesis
-    last = max(i for i, layer in enumerate(syn.layers) if not layer.residual or i == 0)
+    last = max(i for i, layer in enumerate(syn.layers) if not layer.kind.adds_input or i == 0)
     if syn.layers[last].out_channels != means.numel():
         return  # a hidden layer: leave the default initialisation
     x = torch.zeros(model.n_grids, 1, 1)
@@ -136,7 +136,7 @@ def init_output_mean(model: CoolChic, means: torch.Tensor) -> None:
         if i == last:
             b += means.to(b) - y.view(-1)
             y = means.to(b).view(-1, 1, 1)
-        elif layer.residual:
+        elif layer.kind.adds_input:
             y = y + x
         x = activate(y, layer.activation) if i != last else y
 

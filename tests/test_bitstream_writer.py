@@ -32,6 +32,7 @@ from coolchic_ref.encoder.bitstream import (
     wavefront_order,
     write_stream,
 )
+from coolchic_ref.encoder.format import LayerKind
 from coolchic_ref.encoder.random_codec import random_codec
 
 # ---------------------------------------------------------------------------
@@ -207,9 +208,9 @@ def test_choose_egk_minimizes_bits() -> None:
 def test_parse_layers() -> None:
     layers = parse_layers("16-1-linear-relu,3-3-residual-none, 8-5-linear-leakyrelu")
     assert layers == [
-        LayerDesc(16, 1, False, "relu"),
-        LayerDesc(3, 3, True, "none"),
-        LayerDesc(8, 5, False, "leakyrelu"),
+        LayerDesc(16, 1, LayerKind.LINEAR, "relu"),
+        LayerDesc(3, 3, LayerKind.RESIDUAL, "none"),
+        LayerDesc(8, 5, LayerKind.LINEAR, "leakyrelu"),
     ]
     assert format_layers(layers) == "16-1-linear-relu,3-3-residual-none,8-5-linear-leakyrelu"
     for bad in ("16-1-linear", "a-1-linear-relu", "16-1-conv-relu", "16-1-linear-gelu"):

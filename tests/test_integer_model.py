@@ -13,6 +13,7 @@ import pytest
 
 from coolchic_ref.encoder import integer_model as im
 from coolchic_ref.encoder.bitstream import IntegerCodec, grid_shape
+from coolchic_ref.encoder.format import ColorFormat
 from coolchic_ref.encoder.random_codec import random_codec
 
 TWO32 = 1 << 32
@@ -43,7 +44,7 @@ def literal_layer(inputs, taps, weights, bias, layer, w_shift, b_shift, frac, re
         for weight, value in taps(o):
             acc = w32(acc + w32(int(weight) * int(value)))
         y = literal_round_shift(acc, w_shift)
-        if layer.residual:
+        if layer.kind.adds_input:
             y = w32(y + residual_inputs[o])
         out.append(literal_activation(y, layer.activation))
     return out
@@ -160,7 +161,7 @@ def literal_planes(codec: IntegerCodec, synthesis: np.ndarray) -> list[np.ndarra
     planes = []
     for channel, c in enumerate(synthesis):
         c = [[int(v) for v in row] for row in c]
-        if codec.color_format == 3 and channel > 0:
+        if codec.color_format == ColorFormat.YUV420 and channel > 0:
             c = [
                 [
                     w32(

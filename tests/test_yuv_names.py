@@ -10,13 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from coolchic_ref.encoder.cli import encode_command
-from coolchic_ref.encoder.image_io import (
-    COLOR_YUV420,
-    COLOR_YUV444,
-    InputError,
-    parse_yuv_name,
-    read_picture,
-)
+from coolchic_ref.encoder.format import ColorFormat
+from coolchic_ref.encoder.image_io import InputError, parse_yuv_name, read_picture
+
+COLOR_YUV420, COLOR_YUV444 = ColorFormat.YUV420, ColorFormat.YUV444
 
 
 @pytest.mark.parametrize(

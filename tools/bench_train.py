@@ -54,7 +54,7 @@ def plain_contexts(grids, n_ctx_rowcol: int):
     import torch
     import torch.nn.functional as F
 
-    from coolchic_ref.encoder.model import context_offsets
+    from coolchic_ref.encoder.format import context_offsets
 
     r = n_ctx_rowcol
     blocks = []
@@ -107,7 +107,6 @@ def bench(args: argparse.Namespace, variant: str) -> None:
     from coolchic_ref.encoder import model as model_module
     from coolchic_ref.encoder.api import picture_targets
     from coolchic_ref.encoder.image_io import read_picture
-    from coolchic_ref.encoder.model import n_channels_of
     from coolchic_ref.encoder.presets import PRESETS, EncoderConfig
     from coolchic_ref.encoder.train import Trainer, cpu_allocator_tuned, evaluate, resolve_device
 
@@ -116,7 +115,7 @@ def bench(args: argparse.Namespace, variant: str) -> None:
     device = resolve_device(args.device)
     picture = read_picture(args.image)
     targets = picture_targets(picture, device)
-    arch = EncoderConfig(op=args.op).resolve_architecture(n_channels_of(picture.color_format))
+    arch = EncoderConfig(op=args.op).resolve_architecture(picture.color_format.n_channels)
     preset = PRESETS["medium"]
     trainer = Trainer(
         arch,

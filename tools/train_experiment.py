@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from coolchic_ref.encoder.api import picture_targets
     from coolchic_ref.encoder.image_io import read_picture
-    from coolchic_ref.encoder.model import n_channels_of
     from coolchic_ref.encoder.presets import PRESETS, EncoderConfig
     from coolchic_ref.encoder.train import Trainer, evaluate, resolve_device
 
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         layers_arm=args.layers_arm,
         n_ctx_rowcol=args.n_ctx_rowcol,
     )
-    arch = config.resolve_architecture(n_channels_of(picture.color_format))
+    arch = config.resolve_architecture(picture.color_format.n_channels)
     device = resolve_device("cpu")
     targets = picture_targets(picture, device)
     start = time.perf_counter()

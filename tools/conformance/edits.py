@@ -20,6 +20,7 @@ import numpy as np
 
 from coolchic_ref.encoder import integer_model as im
 from coolchic_ref.encoder.bitstream import INT16_MAX, INT16_MIN, IntegerCodec, LayerDesc, egk_code
+from coolchic_ref.encoder.format import LayerKind
 from coolchic_ref.syntax import ARM_FRAC
 from tools.conformance.reading import set_field, stream_layout
 
@@ -38,7 +39,7 @@ def visible_output(codec: IntegerCodec) -> None:
     x = im.upsample_dense(codec)
     for layer, (w, b) in zip(codec.syn_layers[:-1], codec.syn_weights[:-1], strict=True):
         x = im.conv_layer(x, layer, w, b, codec.syn_w_shift, codec.syn_b_shift)
-    assert not codec.syn_layers[-1].residual
+    assert not codec.syn_layers[-1].kind.adds_input
     w, b = codec.syn_weights[-1]
     # A robust input scale: a few int16-extreme latents must not set it.
     scale = max(1.0, float(np.percentile(np.abs(x), 90)))
@@ -54,7 +55,7 @@ def readable_synthesis(codec: IntegerCodec) -> None:
     where they show the wrapped values exactly rather than clipped."""
     n = codec.n_channels
     eye = np.eye(n, dtype=np.int64).reshape(n, n, 1, 1)
-    codec.syn_layers.append(LayerDesc(n, 1, False, "none"))
+    codec.syn_layers.append(LayerDesc(n, 1, LayerKind.LINEAR, "none"))
     codec.syn_weights.append((eye * 8192, np.full(n, 2048, dtype=np.int64)))
     codec.syn_w_shift, codec.syn_b_shift = 16, im.SYN_FRAC
 

@@ -85,8 +85,7 @@ def syntax_classes(codec: IntegerCodec, layout: StreamLayout) -> set[str]:
         found.add("picture:narrower-than-arm-context")
     for module, layers in (("arm", codec.arm_layers), ("synthesis", codec.syn_layers)):
         for layer in layers:
-            kind = "residual" if layer.residual else "linear"
-            found.add(f"{module}:{kind}-{layer.activation}")
+            found.add(f"{module}:{layer.kind.label}-{layer.activation}")
             if layer.out_channels == 64:
                 found.add(f"{module}:width-64")
         if module == "synthesis":

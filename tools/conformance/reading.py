@@ -26,6 +26,7 @@ from coolchic_ref.encoder.bitstream import (
     grid_shape,
     wavefront_order,
 )
+from coolchic_ref.encoder.format import LayerKind
 from coolchic_ref.syntax import HEADER_V1, Located
 
 EGK_NAMES = ("arm_w_egk", "arm_b_egk", "ups_egk", "syn_w_egk", "syn_b_egk")
@@ -167,9 +168,12 @@ def read_codec(data: bytes) -> IntegerCodec:
     """
     layout = stream_layout(data)
     v = layout.values
-    arm_layers = [LayerDesc(a["out"], 1, a["type"] == 1, ACTIVATIONS[a["act"]]) for a in v["arm"]]
+    arm_layers = [
+        LayerDesc(a["out"], 1, LayerKind(a["type"]), ACTIVATIONS[a["act"]]) for a in v["arm"]
+    ]
     syn_layers = [
-        LayerDesc(s["out"], s["kernel"], s["type"] == 1, ACTIVATIONS[s["act"]]) for s in v["syn"]
+        LayerDesc(s["out"], s["kernel"], LayerKind(s["type"]), ACTIVATIONS[s["act"]])
+        for s in v["syn"]
     ]
     start, end = layout.weights
     bits = _Bits(data[start:end])
