@@ -98,7 +98,7 @@ def test_rerun_resumes_and_bd_rate_reads_the_file(measured) -> None:
     empty = tmp / "no-anchors"
     empty.mkdir()
     listed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "bd_rate.py"), "--anchor-dir", str(empty),
+        [sys.executable, "-m", "tools.bd_rate", "--anchor-dir", str(empty),
          "--extra-anchors", str(results), "--list-anchors"],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
