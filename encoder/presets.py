@@ -25,10 +25,17 @@ class Preset:
     name: str
     phase1_itr: int  # soft rounding + noise
     phase2_itr: int  # straight-through hard rounding
-    warmup_candidates: int = 1  # candidates trained for `warmup_itr` before phase 1
+    # Warm-up: `warmup_candidates` models (different random initialisations) train
+    # `warmup_itr` iterations each; the best `warmup_survivors` (by the loss with
+    # hard-rounded latents) train `warmup_itr` more, and the best of them goes on.
+    warmup_candidates: int = 1
     warmup_itr: int = 0
+    warmup_survivors: int = 1
     start_lr: float = 1e-2
     phase2_lr: float = 1e-4
+    # Phase 2's latents: "ste" (hard rounding forward, soft-rounding gradient: the latents
+    # still move) or "frozen" (hard-rounded and fixed: only the networks train).
+    phase2_latents: str = "ste"
     # The latents learn `latent_lr_scale` times faster than the networks: measured on a
     # 256x256 Kodak crop, x10 lowers the loss by 58% after 170 iterations and by 11%
     # after 1100 (latents start at 0 and must travel several units; the networks would
@@ -44,6 +51,10 @@ class Preset:
     temperature: tuple[float, float] = (0.3, 0.1)
     noise: str = "gaussian"
     noise_param: tuple[float, float] = (0.25, 0.15)
+    # Optimizer of the networks ("soap" or "adam"; the latents always use Adam) and the
+    # largest L2 norm of the networks' gradient (0: no clipping).
+    optimizer: str = "soap"
+    grad_clip: float = 0.1
     eval_every: int = 100  # iterations between evaluations with hard rounding
     quant_search: str = "exact"  # "exact" (integer model) or "fast" (float proxy + check)
     description: str = ""
@@ -53,6 +64,12 @@ class Preset:
         # at start-up rather than after the warm-up has run.
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"unknown noise {self.noise!r} (choose from {', '.join(NOISE_KINDS)})")
+        if self.phase2_latents not in ("ste", "frozen"):
+            raise ValueError(f"unknown phase2_latents {self.phase2_latents!r} (ste or frozen)")
+        if self.optimizer not in ("soap", "adam"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r} (soap or adam)")
+        if self.grad_clip < 0:
+            raise ValueError("grad_clip must not be negative")
         if self.quant_search not in ("exact", "fast"):
             raise ValueError(f"unknown quant_search {self.quant_search!r} (exact or fast)")
         for name in ("temperature", "noise_param"):
@@ -61,12 +78,20 @@ class Preset:
                 raise ValueError(f"{name} must be two numbers (start, end), not {schedule!r}")
         if min(self.phase1_itr, self.phase2_itr, self.warmup_itr) < 0:
             raise ValueError("iteration counts must not be negative")
-        if self.warmup_candidates < 1 or self.eval_every < 1:
-            raise ValueError("warmup_candidates and eval_every must be at least 1")
+        if min(self.warmup_candidates, self.warmup_survivors, self.eval_every) < 1:
+            raise ValueError("warmup_candidates, warmup_survivors, eval_every must be at least 1")
+
+    @property
+    def warmup_total_itr(self) -> int:
+        """Iterations of the whole warm-up, all candidates together (0 if there is none)."""
+        if self.warmup_candidates < 2:
+            return 0
+        second = min(self.warmup_survivors, self.warmup_candidates)
+        return (self.warmup_candidates + (second if second > 1 else 0)) * self.warmup_itr
 
     @property
     def total_itr(self) -> int:
-        return self.warmup_candidates * self.warmup_itr + self.phase1_itr + self.phase2_itr
+        return self.warmup_total_itr + self.phase1_itr + self.phase2_itr
 
 
 PRESETS: dict[str, Preset] = {
