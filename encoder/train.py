@@ -312,6 +312,8 @@ class Trainer:
         torch.manual_seed(seed)
         model = build_model(self.arch, self.height, self.width, self.color_format)
         init_output_mean(model, torch.stack([t.mean() for t in self.targets]).cpu())
+        with torch.no_grad():
+            model.arm.biases[-1][1] = self.preset.arm_log_scale_init
         return model.to(self.device)
 
     def _quantizer(self, stage: _Stage, itr: int) -> Quantizer:

@@ -11,9 +11,10 @@ plus the hard-rounding evaluation. The first `--warmup` iterations of each kind 
 not counted. Prints the median and the spread (min-max) in milliseconds, and the
 derived time of each preset's schedule.
 
-`--optimizers soap,adam` times the same steps with each optimizer of the networks
-(the preset field `optimizer`), alternating between them in rounds of `--iters`
-so that both see the same load on a shared machine.
+`--optimizers soap,adam:0` times the same steps with each optimizer of the networks
+(the preset field `optimizer`; after a colon, the gradient clipping norm, 0 = none),
+alternating between them in rounds of `--iters` so that all see the same load on a
+shared machine.
 
 `--plain` times the same model with the straightforward formulation that the
 encoder's hand-written pieces replace, for a before/after ratio measured in one
@@ -212,7 +213,10 @@ def compare_optimizers(args: argparse.Namespace, kinds: list[str]) -> None:
     arch = EncoderConfig(op=args.op).resolve_architecture(n_channels_of(picture.color_format))
     runs = {}
     for kind in kinds:
-        preset = replace(PRESETS["medium"], optimizer=kind)
+        name, _, clip = kind.partition(":")
+        preset = replace(PRESETS["medium"], optimizer=name)
+        if clip:
+            preset = replace(preset, grad_clip=float(clip))
         trainer = Trainer(
             arch, targets, (picture.height, picture.width), picture.color_format, 1e-3,
             preset, seed=0, device=device,
