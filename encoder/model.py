@@ -90,7 +90,7 @@ class Quantizer:
     mode: "softround" (C3 phase 1: softround(softround(x) + noise)), "ste" (round in
     the forward pass, softround gradient at `temperature` in the backward pass; with
     `temperature <= 0` the plain straight-through identity gradient), "round" (hard,
-    no gradient), "none" (identity).
+    detached: the latents get no gradient), "none" (identity).
     noise: "kumaraswamy" (parameter a), "uniform", "gaussian" (parameter = std).
     """
 
@@ -103,7 +103,9 @@ class Quantizer:
         if self.mode == "none":
             return x
         if self.mode == "round":
-            return torch.round(x)
+            # Detached: nothing upstream of a hard rounding gets a gradient (it would be
+            # 0), so the backward pass skips the latents, their contexts and upsampling.
+            return torch.round(x.detach())
         if self.mode == "ste":
             if self.temperature <= 0:
                 return x + (torch.round(x) - x).detach()

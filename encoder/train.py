@@ -41,6 +41,14 @@ WARMUP_TEMPERATURE = 0.3
 WARMUP_NOISE = 2.0
 STE_TEMPERATURE = 1e-4  # phase 2: softround gradient of a nearly hard rounding (Cool-chic)
 
+# SOAP (Vyas et al., 2024: Adam in the eigenbasis of Shampoo's preconditioner) for the
+# networks, with the settings Cool-chic 5 publishes: betas 0.95 / 0.95, decoupled
+# weight decay 0.01, eigenbasis refreshed every 10 steps. The latents stay with Adam:
+# a grid is a 2-D tensor of up to H x W, far too large for a preconditioner.
+SOAP_BETAS = (0.95, 0.95)
+SOAP_WEIGHT_DECAY = 0.01
+SOAP_PRECONDITION_EVERY = 10
+
 
 @dataclass
 class Metrics:
@@ -209,6 +217,57 @@ def cpu_allocator_tuned(device: torch.device) -> Iterator[None]:
             libc.malloc_trim(0)
 
 
+class Optimizers:
+    """Adam for the latent grids, SOAP or Adam for the networks, stepped together.
+
+    `param_groups` lists the groups of both; each has a `scale`, the factor applied to
+    the schedule's learning rate (`latent_lr_scale` for the latents, 1 for the networks).
+    """
+
+    def __init__(self, model: CoolChic, lr: float, latent_lr_scale: float, kind: str) -> None:
+        latents = list(model.latents.parameters())
+        ids = {id(p) for p in latents}
+        self.network_params = [p for p in model.parameters() if id(p) not in ids]
+        self.latents = torch.optim.Adam(
+            [{"params": latents, "lr": lr * latent_lr_scale, "scale": latent_lr_scale}]
+        )
+        networks = [{"params": self.network_params, "lr": lr, "scale": 1.0}]
+        if kind == "soap":
+            from pytorch_optimizer import SOAP
+
+            self.networks: torch.optim.Optimizer = SOAP(
+                networks,
+                lr=lr,
+                betas=SOAP_BETAS,
+                weight_decay=SOAP_WEIGHT_DECAY,
+                precondition_frequency=SOAP_PRECONDITION_EVERY,
+            )
+        elif kind == "adam":
+            self.networks = torch.optim.Adam(networks)
+        else:
+            raise ValueError(f"unknown optimizer {kind!r} (soap or adam)")
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # Looked up each time: `load_state_dict` replaces the optimizers' group dicts.
+        return self.latents.param_groups + self.networks.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.latents.zero_grad(set_to_none)
+        self.networks.zero_grad(set_to_none)
+
+    def step(self) -> None:
+        self.latents.step()
+        self.networks.step()
+
+    def state_dict(self) -> dict:
+        return {"latents": self.latents.state_dict(), "networks": self.networks.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.latents.load_state_dict(state["latents"])
+        self.networks.load_state_dict(state["networks"])
+
+
 @dataclass
 class _Stage:
     name: str
@@ -252,7 +311,7 @@ class Trainer:
         self.stage_index = 0
         self.stage_itr = 0
         self.model: CoolChic | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer: Optimizers | None = None
         self.best_state: dict | None = None
         self.best_loss = math.inf
         self.log: list[dict] = []
@@ -273,6 +332,8 @@ class Trainer:
         torch.manual_seed(seed)
         model = build_model(self.arch, self.height, self.width, self.color_format)
         init_output_mean(model, torch.stack([t.mean() for t in self.targets]).cpu())
+        with torch.no_grad():
+            model.arm.biases[-1][1] = self.preset.arm_log_scale_init
         return model.to(self.device)
 
     def _quantizer(self, stage: _Stage, itr: int) -> Quantizer:
@@ -282,19 +343,14 @@ class Trainer:
         if stage.kind == "phase1":
             t = _linear(p.temperature, itr, stage.n_itr)
             return Quantizer("softround", t, p.noise, _linear(p.noise_param, itr, stage.n_itr))
+        if p.phase2_latents == "frozen":
+            return Quantizer("round")  # no gradient reaches the latents
         return Quantizer("ste", STE_TEMPERATURE)
 
-    def _optimizer(self, model: CoolChic, lr: float) -> torch.optim.Optimizer:
-        """Adam; the latents' learning rate is `latent_lr_scale` times the networks'."""
-        latents = list(model.latents.parameters())
-        ids = {id(p) for p in latents}
-        others = [p for p in model.parameters() if id(p) not in ids]
-        return torch.optim.Adam(
-            [
-                {"params": latents, "lr": lr * self.latent_lr_scale, "scale": self.latent_lr_scale},
-                {"params": others, "lr": lr, "scale": 1.0},
-            ]
-        )
+    def _optimizer(self, model: CoolChic, lr: float) -> Optimizers:
+        """Adam for the latents, at `latent_lr_scale` times the networks' learning rate;
+        the preset's optimizer (SOAP or Adam) for the networks."""
+        return Optimizers(model, lr, self.latent_lr_scale, self.preset.optimizer)
 
     def _lr(self, stage: _Stage, itr: int) -> float:
         if stage.kind == "warmup":
@@ -320,22 +376,41 @@ class Trainer:
         return self.model
 
     def _warmup(self, stage: _Stage) -> None:
-        """Train each candidate for stage.n_itr iterations; keep the best one."""
-        best, best_loss = None, math.inf
+        """Train each candidate for stage.n_itr iterations; the best `warmup_survivors`
+        train stage.n_itr more (each with its own optimizer state); the best goes on.
+
+        Candidates are ranked by the loss with hard-rounded latents. Only the survivors
+        so far are kept in memory.
+        """
         n = self.preset.warmup_candidates
+        n_keep = min(self.preset.warmup_survivors, n)
+        n_runs = n + (n_keep if n_keep > 1 else 0)
+        survivors: list[tuple[float, int, CoolChic, Optimizers]] = []
         for k in range(n):
             model = self._new_model(self.seed * 1000 + k)
             optimizer = self._optimizer(model, stage.lr)
-            for itr in range(stage.n_itr):
-                self._step(model, optimizer, stage, itr, f"warm-up {k + 1}/{n}")
-            metrics = evaluate(model, self.targets, self.lmbda)
-            self.log.append(
-                {"stage": f"warm-up {k + 1}/{n}", "itr": self.itr_done, **asdict(metrics)}
-            )
-            if metrics.loss < best_loss:
-                best, best_loss = model, metrics.loss
-        self.model = best
+            loss = self._warmup_train(model, optimizer, stage, f"warm-up {k + 1}/{n_runs}")
+            survivors = sorted([*survivors, (loss, k, model, optimizer)], key=lambda c: c[:2])
+            survivors = survivors[:n_keep]
+        if n_keep > 1:
+            ranked = []
+            for rank, (_, k, model, optimizer) in enumerate(survivors):
+                name = f"warm-up {n + rank + 1}/{n_runs}"
+                loss = self._warmup_train(model, optimizer, stage, name)
+                ranked.append((loss, k, model, optimizer))
+            survivors = sorted(ranked, key=lambda c: c[:2])
+        self.model = survivors[0][2]
         self.optimizer = None
+
+    def _warmup_train(
+        self, model: CoolChic, optimizer: Optimizers, stage: _Stage, name: str
+    ) -> float:
+        """stage.n_itr warm-up iterations; return the loss with hard-rounded latents."""
+        for itr in range(stage.n_itr):
+            self._step(model, optimizer, stage, itr, name)
+        metrics = evaluate(model, self.targets, self.lmbda)
+        self.log.append({"stage": name, "itr": self.itr_done, **asdict(metrics)})
+        return metrics.loss
 
     def _train_stage(self, stage: _Stage) -> None:
         if self.model is None:
@@ -364,7 +439,7 @@ class Trainer:
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def _step(
-        self, model: CoolChic, optimizer: torch.optim.Optimizer, stage: _Stage, itr: int, name: str
+        self, model: CoolChic, optimizer: Optimizers, stage: _Stage, itr: int, name: str
     ) -> None:
         lr = self._lr(stage, itr)
         for group in optimizer.param_groups:
@@ -373,6 +448,8 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         loss, mse, bpp = loss_terms(model, self.targets, self.lmbda, quantizer)
         loss.backward()
+        if self.preset.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(optimizer.network_params, self.preset.grad_clip)
         optimizer.step()
         self.itr_done += 1
         if self.progress is not None:

@@ -2,6 +2,7 @@
 
     python tools/bench_train.py [--image ../shared/data/kodak/kodim01.png] [--op 2000]
                                 [--iters 20] [--threads 2] [--device cpu]
+                                [--optimizers soap,adam]
 
 Builds the model of operating point `--op` for the picture, then times `--iters`
 training iterations (forward, backward, Adam step) of each kind: phase 1 (soft
@@ -9,6 +10,11 @@ rounding + the `medium` preset's noise) and phase 2 (straight-through rounding),
 plus the hard-rounding evaluation. The first `--warmup` iterations of each kind are
 not counted. Prints the median and the spread (min-max) in milliseconds, and the
 derived time of each preset's schedule.
+
+`--optimizers soap,adam:0` times the same steps with each optimizer of the networks
+(the preset field `optimizer`; after a colon, the gradient clipping norm, 0 = none),
+alternating between them in rounds of `--iters` so that all see the same load on a
+shared machine.
 
 `--plain` times the same model with the straightforward formulation that the
 encoder's hand-written pieces replace, for a before/after ratio measured in one
@@ -25,6 +31,7 @@ import contextlib
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +49,14 @@ def main() -> int:
     parser.add_argument(
         "--plain", action="store_true", help="time the plain-autograd formulation too"
     )
+    parser.add_argument(
+        "--optimizers", default="", help="comma-separated networks' optimizers to compare"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds with --optimizers")
     args = parser.parse_args()
+    if args.optimizers:
+        compare_optimizers(args, args.optimizers.split(","))
+        return 0
     variants = ["tuned", "plain"] if args.plain else ["tuned"]
     for variant in variants:
         bench(args, variant)
@@ -178,6 +192,54 @@ def bench(args: argparse.Namespace, variant: str) -> None:
         n_eval = (p.phase1_itr + p.phase2_itr) // max(1, p.eval_every) + p.warmup_candidates
         seconds = n1 * p1 + p.phase2_itr * p2 + n_eval * ev
         print(f"  {name:8s} {p.total_itr:6d} itr  {seconds:8.0f} s")
+
+
+def compare_optimizers(args: argparse.Namespace, kinds: list[str]) -> None:
+    """Median ms per phase-1 step with each networks' optimizer, timed in alternation."""
+    import torch
+
+    from coolchic_ref.encoder.api import picture_targets
+    from coolchic_ref.encoder.image_io import read_picture
+    from coolchic_ref.encoder.model import n_channels_of
+    from coolchic_ref.encoder.presets import PRESETS, EncoderConfig
+    from coolchic_ref.encoder.train import Trainer, cpu_allocator_tuned, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    picture = read_picture(args.image)
+    targets = picture_targets(picture, device)
+    arch = EncoderConfig(op=args.op).resolve_architecture(n_channels_of(picture.color_format))
+    runs = {}
+    for kind in kinds:
+        name, _, clip = kind.partition(":")
+        preset = replace(PRESETS["medium"], optimizer=name)
+        if clip:
+            preset = replace(preset, grad_clip=float(clip))
+        trainer = Trainer(
+            arch, targets, (picture.height, picture.width), picture.color_format, 1e-3,
+            preset, seed=0, device=device,
+        )  # fmt: skip
+        model = trainer._new_model(0)
+        stage = next(s for s in trainer._stages() if s.kind == "phase1")
+        runs[kind] = (trainer, model, trainer._optimizer(model, preset.start_lr), stage)
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with cpu_allocator_tuned(device):
+        for _ in range(args.rounds):
+            for kind, (trainer, model, optimizer, stage) in runs.items():
+                for i in range(args.warmup + args.iters):
+                    t0 = time.perf_counter()
+                    trainer._step(model, optimizer, stage, 10, stage.name)
+                    if i >= args.warmup:
+                        times[kind].append(time.perf_counter() - t0)
+    print(
+        f"{args.image.name} {picture.width}x{picture.height}, op {args.op}, "
+        f"{torch.get_num_threads()} threads, phase-1 step"
+    )
+    first = statistics.median(times[kinds[0]])
+    for kind in kinds:
+        ms = statistics.median(times[kind]) * 1000
+        print(f"{kind:6s} median {ms:8.1f} ms  ratio to {kinds[0]} {ms / 1000 / first:.3f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     python tools/run_sample.py [--preset instant] [--lmbda 0.004] [--out workdir/sample]
 
 Both steps run the real command line (`coolchic-ref encode`, `coolchic-ref decode`);
-the PSNR is measured here, on the decoded PNG against the original.
+the PSNR is measured here, on the decoded PNG against the original. When `imagecodecs`
+is installed, JPEG's and WebP's PSNR at the same rate are printed beside it
+(`tools/conventional_at_rate.py`).
 """
 
 from __future__ import annotations
@@ -68,7 +70,26 @@ def main() -> int:
     print(f"PSNR     {psnr_db(original, decoded, max_value):.2f} dB (RGB, 8-bit)")
     print(f"encode   {encode_s:.1f} s (preset {args.preset}, lambda {args.lmbda})")
     print(f"decode   {decode_s:.2f} s (fresh process)")
+    print_conventional(original, bpp)
     return 0
+
+
+def print_conventional(original: np.ndarray, bpp: float) -> None:
+    """JPEG's and WebP's PSNR at `bpp` on the same picture, if imagecodecs is there."""
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        print("(install imagecodecs to compare with JPEG and WebP at the same rate)")
+        return
+    sys.path.insert(0, str(ROOT / "tools"))
+    from conventional_at_rate import psnr_at_rate
+
+    if original.ndim != 3 or original.shape[2] != 3 or original.dtype != np.uint8:
+        return
+    for codec in ("jpeg", "webp"):
+        psnr = psnr_at_rate(original, bpp, codec)[0]
+        shown = f"{psnr:.2f} dB" if math.isfinite(psnr) else "no setting reaches this rate"
+        print(f"{codec:8s} {shown} at {bpp:.4f} bpp (imagecodecs, quality by bisection)")
 
 
 if __name__ == "__main__":

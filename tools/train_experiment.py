@@ -3,7 +3,7 @@
     python tools/train_experiment.py NAME [--image kodim01.png] [--crop Y,X,H,W | none]
         [--lmbda 1e-3] [--preset fast] [--set '{"latent_lr_scale": 3.0}']
         [--op 2000] [--layers-synthesis ...] [--layers-arm ...] [--threads 1]
-        [--out results/experiments.jsonl]
+        [--seed 0] [--encode] [--out results/experiments.jsonl]
 
 Trains exactly as `coolchic-ref encode` does (same Trainer, schedule and model), but
 stops before the weight quantization and the stream: the figure of merit is the loss
@@ -15,6 +15,12 @@ warmup_candidates, warmup_itr, eval_every, and the phase-1 schedules temperature
 noise and noise_param, e.g. `--set '{"noise": "kumaraswamy", "noise_param": [2, 1]}'`).
 A crop makes a run several times shorter; results on crops do not always carry over
 to the full picture, check the winner there.
+
+`--encode` runs the whole encoder instead (`coolchic_ref.encoder.encode`, with the
+modified preset): training, weight quantization, stream, closed-loop decoding. Its
+figure of merit is then the RD cost of the decoded picture, `rd_e3` = (MSE + lambda *
+bpp) x 1e3, with the stream's real bpp (weights and header included) and the MSE of
+the integer decoder's output, as the encoder's JSON reports them.
 
 One JSON line per run goes to stdout and, with --out, is appended to a file: name,
 final loss, PSNR, bpp, seconds, the options and the evaluation log.
@@ -52,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
     parser.add_argument("--out", type=Path, default=None, help="Append the JSON line here.")
+    parser.add_argument(
+        "--encode", action="store_true", help="Run the whole encoder; report the stream's RD cost."
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -90,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         preset = replace(PRESETS[args.preset], **overrides)
     except (TypeError, ValueError) as error:
         parser.error(f"--set: {error}")
+    if args.encode:
+        return encode_experiment(args, picture, preset)
     config = EncoderConfig(
+        lmbda=args.lmbda,
         op=args.op,
         layers_synthesis=args.layers_synthesis,
         layers_arm=args.layers_arm,
@@ -124,12 +136,59 @@ def main(argv: list[str] | None = None) -> int:
         "architecture": arch.describe(),
         "log": [[e["stage"], e["itr"], round(e["loss"] * 1e3, 5)] for e in trainer.log],
     }
+    write_record(record, args.out)
+    return 0
+
+
+def write_record(record: dict, out: Path | None) -> None:
+    """Print the record as one JSON line; append it to `out` if given."""
     line = json.dumps(record)
     print(line)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as f:
             f.write(line + "\n")
+
+
+def encode_experiment(args: argparse.Namespace, picture, preset) -> int:
+    """Encode with the modified preset; record the stream's bpp, PSNR and RD cost."""
+    from coolchic_ref.encoder import presets
+    from coolchic_ref.encoder.api import encode
+
+    name = "experiment"
+    presets.PRESETS[name] = replace(preset, name=name)
+    options = {
+        k: v
+        for k, v in (
+            ("layers_synthesis", args.layers_synthesis),
+            ("layers_arm", args.layers_arm),
+            ("n_ctx_rowcol", args.n_ctx_rowcol),
+        )
+        if v is not None
+    }
+    result = encode(picture, args.lmbda, name, op=args.op, seed=args.seed, device="cpu", **options)
+    details = result.details
+    record = {
+        "name": args.name,
+        "rd_e3": round((result.mse + args.lmbda * result.bpp) * 1e3, 5),
+        "psnr": round(result.psnr, 3),
+        "bpp": round(result.bpp, 5),
+        "seconds": round(result.seconds, 1),
+        "train_loss_e3": round(details["train_loss"] * 1e3, 5),
+        "image": args.image.name,
+        "crop": args.crop,
+        "size": [picture.height, picture.width],
+        "lmbda": args.lmbda,
+        "seed": args.seed,
+        "op": details["op"],
+        "weight_bits": details["weight_bits"],
+        "timings": {k: round(v, 2) for k, v in details["timings"].items()},
+        "preset": asdict(preset),
+        "log": [
+            [e["stage"], e["itr"], round(e["loss"] * 1e3, 5)] for e in details["train_evaluations"]
+        ],
+    }
+    write_record(record, args.out)
     return 0
 
 

@@ -1,0 +1,123 @@
+"""The training schedule: warm-up candidates, optimizers, gradient clipping, phase 2.
+
+Tiny pictures and a few iterations each: these check the mechanics of `Trainer`, not
+the compression it reaches (that is measured in tools/results/recipe-experiments.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pytorch_optimizer")
+
+from coolchic_ref.encoder.model import COLOR_RGB  # noqa: E402
+from coolchic_ref.encoder.presets import PRESETS, EncoderConfig  # noqa: E402
+from coolchic_ref.encoder.train import Optimizers, Trainer  # noqa: E402
+
+HEIGHT, WIDTH = 12, 16
+
+
+def make_trainer(**fields) -> Trainer:
+    generator = torch.Generator().manual_seed(7)
+    targets = [torch.rand(HEIGHT, WIDTH, generator=generator) for _ in range(3)]
+    arch = EncoderConfig(op="500").resolve_architecture(3)
+    preset = replace(PRESETS["faster"], **fields)
+    return Trainer(
+        arch, targets, (HEIGHT, WIDTH), COLOR_RGB, 1e-3, preset, seed=3, device=torch.device("cpu")
+    )
+
+
+def test_warmup_keeps_the_best_candidates_for_a_second_round() -> None:
+    trainer = make_trainer(
+        warmup_candidates=3, warmup_itr=2, warmup_survivors=2, phase1_itr=3, phase2_itr=2,
+        eval_every=3,
+    )  # fmt: skip
+    assert trainer.preset.total_itr == 3 * 2 + 2 * 2 + 3 + 2
+    trainer.run()
+    assert trainer.itr_done == trainer.preset.total_itr
+    names = [entry["stage"] for entry in trainer.log]
+    rounds = [f"warm-up {k}/5" for k in range(1, 6)]
+    assert names[:5] == rounds
+    # Each survivor trained two more iterations: the second-round evaluations come
+    # 2 iterations apart, after the 6 iterations of the first round.
+    assert [entry["itr"] for entry in trainer.log[:5]] == [2, 4, 6, 8, 10]
+
+
+def test_one_survivor_means_no_second_round() -> None:
+    preset = replace(PRESETS["faster"], warmup_candidates=4, warmup_itr=5, warmup_survivors=1)
+    assert preset.warmup_total_itr == 20
+    assert replace(preset, warmup_candidates=1).warmup_total_itr == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        replace(preset, warmup_survivors=0)
+
+
+def test_frozen_phase_2_trains_the_networks_only() -> None:
+    trainer = make_trainer(phase2_latents="frozen")
+    model = trainer._new_model(0)
+    with torch.no_grad():
+        for latent in model.latents:
+            latent.normal_(0.0, 2.0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = trainer._optimizer(model, 1e-2)
+    stage = next(s for s in trainer._stages() if s.kind == "phase2")
+    for itr in range(3):  # SOAP's first step only sets its preconditioner up
+        trainer._step(model, optimizer, stage, itr, stage.name)
+    for name, p in model.latents.named_parameters():
+        assert p.grad is None and torch.equal(p, before[f"latents.{name}"]), name
+    for part in ("synthesis", "arm"):
+        moved = [
+            not torch.equal(p, before[f"{part}.{name}"])
+            for name, p in getattr(model, part).named_parameters()
+        ]
+        assert any(moved), part
+
+
+def test_gradient_of_the_networks_is_clipped(monkeypatch) -> None:
+    trainer = make_trainer(grad_clip=1e-3)
+    model = trainer._new_model(0)
+    optimizer = trainer._optimizer(model, 1e-2)
+    norms = []
+    step = optimizer.step
+
+    def record_then_step() -> None:
+        grads = [p.grad for p in optimizer.network_params if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        step()
+
+    monkeypatch.setattr(optimizer, "step", record_then_step)
+    stage = next(s for s in trainer._stages() if s.kind == "phase1")
+    for itr in range(3):
+        trainer._step(model, optimizer, stage, itr, stage.name)
+    assert max(norms) <= 1e-3 * (1 + 1e-4)
+
+
+@pytest.mark.parametrize("kind", ["soap", "adam"])
+def test_optimizer_state_resumes_exactly(kind: str) -> None:
+    trainer = make_trainer(optimizer=kind)
+    stage = next(s for s in trainer._stages() if s.kind == "phase1")
+
+    def run(model, optimizer, itrs) -> None:
+        for itr in itrs:
+            torch.manual_seed(itr)
+            trainer._step(model, optimizer, stage, itr, stage.name)
+
+    model = trainer._new_model(0)
+    optimizer = Optimizers(model, 1e-2, 10.0, kind)
+    run(model, optimizer, range(12))  # past SOAP's first eigenbasis refresh (every 10)
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_optimizer = copy.deepcopy(optimizer.state_dict())  # its tensors are live references
+    run(model, optimizer, range(12, 15))
+
+    resumed = trainer._new_model(0)
+    resumed.load_state_dict(saved_model)
+    resumed_optimizer = Optimizers(resumed, 0.0, 10.0, kind)
+    resumed_optimizer.load_state_dict(saved_optimizer)
+    run(resumed, resumed_optimizer, range(12, 15))
+    resumed_state = resumed.state_dict()
+    for name, a in model.state_dict().items():
+        b = resumed_state[name]
+        assert torch.equal(a, b), name
