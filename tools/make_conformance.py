@@ -60,6 +60,9 @@ from coolchic_ref.encoder.bitstream import (
 )
 from coolchic_ref.encoder.random_codec import random_codec
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conformance_gap_cases import GAP_GENERATOR_CASES, GAP_INVALID_CASES  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "tests" / "conformance"
 KODAK = ROOT.parent / "shared" / "data" / "kodak"
@@ -1060,6 +1063,7 @@ GENERATOR_CASES: list[GeneratorCase] = [
         edit=_chroma_sum_wraps,
     ),
 ]
+GENERATOR_CASES += GAP_GENERATOR_CASES  # numbered from 050 (their `number`)
 
 
 # ---------------------------------------------------------------------------
@@ -1464,6 +1468,7 @@ INVALID_CASES: list[InvalidCase] = [
         "substream size mismatch",
     ),
 ]
+INVALID_CASES += GAP_INVALID_CASES
 
 
 # ---------------------------------------------------------------------------
@@ -1589,6 +1594,7 @@ def build_suite(
     built: list[Built] = []
     number = 1
     for case in GENERATOR_CASES:
+        number = getattr(case, "number", number)
         start = time.perf_counter()
         built.append(build_generator(case, number))
         seconds = time.perf_counter() - start
