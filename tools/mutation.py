@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1479,6 +1480,50 @@ class Runner:
         return MutantResult(mutant, caught, len(chosen), time.perf_counter() - start, notes)
 
 
+def run_mutants(
+    mutants: list[Mutant], streams: list[Stream], scratch: Path, jit: bool, jobs: int
+) -> list[MutantResult] | None:
+    """Every mutant on every stream of its versions, `jobs` mutants at a time (each job
+    with its own copy of the package and warm cache); None if the unmutated copy fails."""
+    runners: queue.Queue[Runner] = queue.Queue()
+    start = time.perf_counter()
+
+    def warm(index: int) -> list[str]:
+        runner = Runner(scratch / f"job{index}", jit=jit)
+        runner.scratch.mkdir(parents=True, exist_ok=True)
+        baseline = runner.warm_up(streams)
+        runners.put(runner)
+        return [s.name for s in streams if baseline[s.name].caught(s)]
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        failing = sorted({name for names in pool.map(warm, range(jobs)) for name in names})
+    if failing:
+        print(f"error: the unmutated decoder fails {', '.join(failing)}", file=sys.stderr)
+        return None
+    print(f"unmutated copy: {len(streams)} streams pass ({time.perf_counter() - start:.0f} s)")
+
+    def run(mutant: Mutant) -> MutantResult:
+        runner = runners.get()
+        try:
+            result = runner.run(mutant, streams)
+        finally:
+            runners.put(runner)
+        flag = ""
+        if mutant.equivalent and result.caught_by:
+            flag = "  <-- an 'equivalent' rewrite is caught"
+        elif not mutant.equivalent and len(result.caught_by) < TARGET_CATCHES:
+            flag = "  <-- below target"
+        print(
+            f"{mutant.name:34s} caught by {len(result.caught_by):2d} / {result.tried}"
+            f" ({result.seconds:.0f} s){flag}",
+            flush=True,
+        )
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(run, mutants))
+
+
 # ---------------------------------------------------------------------------
 # Coverage of the normative modules by the suite
 
@@ -1668,6 +1713,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-coverage", action="store_true", help="skip the coverage figure")
     parser.add_argument("--suite", type=Path, default=SUITE, help="conformance suite directory")
     parser.add_argument(
+        "--jobs", type=int, default=2, help="mutants run at once (default 2, see the report)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=RESULTS, help="report (Markdown; raw counts in .json beside)"
     )
     args = parser.parse_args(argv)
@@ -1694,34 +1742,18 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [m for m in mutants if m.name in args.only]
 
     streams = load_suite(args.suite)
-    results = []
     with tempfile.TemporaryDirectory(prefix="cc-mutation-") as tmp:
         scratch = Path(tmp)
-        runner = Runner(scratch, jit=not args.no_jit)
         start = time.perf_counter()
-        baseline = runner.warm_up(streams)
-        failing = [s.name for s in streams if baseline[s.name].caught(s)]
-        if failing:
-            print(f"error: the unmutated decoder fails {', '.join(failing)}", file=sys.stderr)
+        results = run_mutants(mutants, streams, scratch, jit=not args.no_jit, jobs=args.jobs)
+        if results is None:
             return 1
-        print(f"unmutated copy: {len(streams)} streams pass ({time.perf_counter() - start:.0f} s)")
-        for mutant in mutants:
-            result = runner.run(mutant, streams)
-            results.append(result)
-            flag = ""
-            if mutant.equivalent and result.caught_by:
-                flag = "  <-- an 'equivalent' rewrite is caught"
-            elif not mutant.equivalent and len(result.caught_by) < TARGET_CATCHES:
-                flag = "  <-- below target"
-            print(
-                f"{mutant.name:34s} caught by {len(result.caught_by):2d} / {result.tried}"
-                f" ({result.seconds:.0f} s){flag}",
-                flush=True,
-            )
+        print(f"mutants: {time.perf_counter() - start:.0f} s wall with {args.jobs} job(s)")
         coverage = None if args.no_coverage else measure_coverage(scratch, args.suite)
     if coverage is not None:
         print(f"coverage of the normative modules: {coverage['percent']:.1f} %")
     settings = "jitted, 1 Numba thread" if not args.no_jit else "NUMBA_DISABLE_JIT=1"
+    settings += f", {args.jobs} job(s)"
     command = "python tools/mutation.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
     _write_atomic(args.out, render_report(results, streams, coverage, settings, command))
     raw = {
