@@ -115,6 +115,60 @@ def _differs(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+def _bias_term_saturated(bias: np.ndarray, frac: int, w_shift: int, b_shift: int) -> np.ndarray:
+    """The bias term of spec 2.3 misread: saturated to int32 instead of wrapped."""
+    value = np.asarray(bias, dtype=np.int64) << (frac + w_shift - b_shift)
+    return np.clip(value, -TWO31, TWO31 - 1)
+
+
+@contextmanager
+def _replaced(name: str, value) -> Iterator[None]:
+    """Attribute `name` of the integer model replaced by `value` (for a misreading)."""
+    original = getattr(im, name)
+    setattr(im, name, value)
+    try:
+        yield
+    finally:
+        setattr(im, name, original)
+
+
+def _coded_cdf_tables(codec: IntegerCodec, cdf=None) -> list[np.ndarray]:
+    """The cdf table (spec 5.4) of every coded latent, grid after grid; `cdf(mu, log_scale,
+    latent_min, K)` replaces the integer model's table function."""
+    tables = []
+    for level, latent in enumerate(codec.latents):
+        low, high = int(np.min(latent)), int(np.max(latent))
+        if low == high:
+            continue
+        mu, log_scale = im.arm_mu_log_scale(codec, level)
+        tables.append((cdf or im.laplace_cdf_table)(mu, log_scale, low, high - low + 1))
+    return tables
+
+
+def _cdf_without_fallback(mu, log_scale, latent_min, alphabet) -> np.ndarray:
+    """Spec 5.4 misread: no uniform fallback, the division by D guarded by max(D, 1)."""
+    m, inv = im._clipped_params(np.reshape(mu, (-1, 1)), np.reshape(log_scale, (-1, 1)))
+    i = np.arange(alphabet + 1, dtype=np.int64)
+    g = im._laplace_g(((latent_min + i) << 8) - 128, m, inv)
+    g = g - g[:, :1]
+    return i + g * ((1 << im.PRECISION) - alphabet) // np.maximum(g[:, -1:], 1)
+
+
+def _clipped_params_low_1535(mu, log_scale) -> tuple[np.ndarray, np.ndarray]:
+    """Spec 5.4 misread: log_scale clipped to -1535..2048 (table index unchanged)."""
+    _, inv_scale = im.tables()
+    s = np.clip(np.asarray(log_scale, dtype=np.int64), im.LOG_SCALE_MIN + 1, im.LOG_SCALE_MAX)
+    m = np.clip(np.asarray(mu, dtype=np.int64), -im.MU_LIMIT, im.MU_LIMIT)
+    return m, inv_scale[s - im.LOG_SCALE_MIN]
+
+
+def _laplace_differs(codec: IntegerCodec, name: str, value) -> bool:
+    spec = _coded_cdf_tables(codec)
+    with _replaced(name, value):
+        misread = _coded_cdf_tables(codec)
+    return _differs(spec, misread)
+
+
 # Misreading name -> whether the codec makes it visible (encoder model only).
 EXPOSURES: dict[str, Callable[[IntegerCodec], bool]] = {
     "arm-round-shift-wide": lambda codec: _arm_differs(codec, _round_shift_wide),
@@ -133,7 +187,33 @@ EXPOSURES: dict[str, Callable[[IntegerCodec], bool]] = {
     "chroma-clip-first": lambda codec: _differs(
         im.simulate_decode(codec), _planes_with(codec, chroma=_chroma_clip_first)
     ),
+    "arm-bias-saturate": lambda codec: _arm_bias_differs(codec),
+    "syn-bias-saturate": lambda codec: _syn_bias_differs(codec),
+    "laplace-log-scale-clip-2047": lambda codec: _laplace_differs(
+        codec, "LOG_SCALE_MAX", im.LOG_SCALE_MAX - 1
+    ),
+    "laplace-log-scale-clip-low": lambda codec: _laplace_differs(
+        codec, "_clipped_params", _clipped_params_low_1535
+    ),
+    "laplace-mu-clip": lambda codec: _laplace_differs(codec, "MU_LIMIT", im.MU_LIMIT - 1),
+    "laplace-no-fallback": lambda codec: _differs(
+        _coded_cdf_tables(codec), _coded_cdf_tables(codec, _cdf_without_fallback)
+    ),
 }
+
+
+def _arm_bias_differs(codec: IntegerCodec) -> bool:
+    spec = [im.arm_mu_log_scale(codec, g) for g in range(codec.n_grids)]
+    with _replaced("_bias_term", _bias_term_saturated):
+        misread = [im.arm_mu_log_scale(codec, g) for g in range(codec.n_grids)]
+    return any(_differs(a, b) for a, b in zip(spec, misread, strict=True))
+
+
+def _syn_bias_differs(codec: IntegerCodec) -> bool:
+    spec = im.simulate_decode(codec)
+    with _replaced("_bias_term", _bias_term_saturated):
+        misread = im.simulate_decode(codec)
+    return _differs(spec, misread)
 
 
 # ---------------------------------------------------------------------------
@@ -309,6 +389,97 @@ def _chroma_420_rules(codec: IntegerCodec) -> None:
     codec.latents[1] = rng.integers(-4, 5, size=codec.latents[1].shape).astype(np.int64)
     w = np.array([[0, 1], [8, 1], [0, -1]]).reshape(3, 2, 1, 1)
     codec.syn_weights = [(w, np.full(3, 2048))]
+
+
+def _arm_bias_wraps(codec: IntegerCodec) -> None:
+    """ARM biases 300 and -200 at arm_w_shift 16, arm_b_shift 0: the bias terms
+    B << 24 wrap int32 (spec 2.3) to 738197504 and 939524096, so mu is about 44 latents
+    and log_scale 14336 (clipped to 2048); saturated they would give +-2^31."""
+    ((w, b),) = codec.arm_weights
+    w[:] = np.clip(w // 64, INT16_MIN, INT16_MAX)
+    b[:] = (300, -200)
+
+
+def _syn_bias_wraps(codec: IntegerCodec) -> None:
+    """Last synthesis layer (syn_w_shift 16, syn_b_shift 1): biases 33 and -31, whose bias
+    terms B << 27 wrap int32 to exactly +2^27 (mid-grey 2048 after the shift; saturated:
+    +-2^31, the largest sample or 0); weights 4800 on grid 0 (300 / 4096 per latent)."""
+    w, b = codec.syn_weights[-1]
+    w[:] = 0
+    w[:, 0, w.shape[2] // 2, w.shape[3] // 2] = 4800
+    b[:] = [33 if c % 2 == 0 else -31 for c in range(b.size)]
+
+
+def _far_mu_scale(mu_sign: int, log_scale: int) -> Callable[[IntegerCodec], None]:
+    """Two ARM layers (w_shift 0, biases Q8): hidden = (32767, log_scale), then
+    mu = mu_sign * 32767 * 32767 (beyond 2^23 in magnitude: clipped) and log_scale
+    unchanged, whatever the contexts."""
+
+    def edit(codec: IntegerCodec) -> None:
+        (w0, b0), (w1, b1) = codec.arm_weights
+        w0[:] = 0
+        b0[:] = (INT16_MAX, log_scale)
+        w1[:] = ((mu_sign * INT16_MAX, 0), (0, 1))
+        b1[:] = 0
+        codec.arm_w_shift, codec.arm_b_shift = 0, im.ARM_FRAC
+
+    edit.__name__ = f"_mu_{'high' if mu_sign > 0 else 'low'}_log_scale_{log_scale}"
+    return edit
+
+
+def _mu_clip_visible(mu_sign: int) -> Callable[[IntegerCodec], None]:
+    """As `_far_mu_scale(mu_sign, s)`, with s the largest log_scale <= 2048 for which the
+    cdf of the stream's alphabet with mu clipped to +-2^23 differs from the one with mu
+    clipped to +-(2^23 - 1): a change of 1/256 in a mu 32768 latents away must show."""
+
+    def edit(codec: IntegerCodec) -> None:
+        for log_scale in range(im.LOG_SCALE_MAX, 0, -1):
+            _far_mu_scale(mu_sign, log_scale)(codec)
+            if _laplace_differs(codec, "MU_LIMIT", im.MU_LIMIT - 1):
+                return
+        raise ValueError("no log_scale makes the mu clip visible")
+
+    edit.__name__ = f"_mu_{'high' if mu_sign > 0 else 'low'}_clip_visible"
+    return edit
+
+
+def _mu_near_boundary(offset: int) -> Callable[[IntegerCodec], None]:
+    """One ARM layer of biases (w_shift 0, b_shift 8): mu = 128 + offset (Q8: `offset`
+    / 256 above the boundary between latents 0 and 1), log_scale = -4000 (clipped to
+    -1536, the narrowest Laplace): only that boundary has a tail mass, and it depends on
+    the INV_SCALE entry of the clipped log_scale."""
+
+    def edit(codec: IntegerCodec) -> None:
+        ((w, b),) = codec.arm_weights
+        w[:] = 0
+        b[:] = (128 + offset, -4000)
+        codec.arm_w_shift, codec.arm_b_shift = 0, im.ARM_FRAC
+
+    edit.__name__ = f"_mu_near_boundary_{offset}"
+    return edit
+
+
+def _flat_far_mu(codec: IntegerCodec) -> None:
+    """One ARM layer of biases: mu = -(32767 / 256) latents below every latent and
+    log_scale clipped to -1536: every tail mass is 0, D = 0 (spec 5.4 fallback)."""
+    ((w, b),) = codec.arm_weights
+    w[:] = 0
+    b[:] = (INT16_MIN + 1, INT16_MIN)
+    codec.arm_w_shift, codec.arm_b_shift = 0, im.ARM_FRAC
+
+
+def _visible_last_layer(codec: IntegerCodec) -> None:
+    """The last synthesis layer redrawn for the scale of its input (about 800 / 4096 of
+    output spread around mid-grey), so that the samples show the latents."""
+    rng = np.random.default_rng(codec.width * 7 + codec.height)
+    x = im.upsample_dense(codec)
+    for layer, (w, b) in zip(codec.syn_layers[:-1], codec.syn_weights[:-1], strict=True):
+        x = im.conv_layer(x, layer, w, b, codec.syn_w_shift, codec.syn_b_shift)
+    w, b = codec.syn_weights[-1]
+    scale = max(1.0, float(np.percentile(np.abs(x), 90)))
+    std = 800 / (scale * np.sqrt(w[0].size)) * (1 << codec.syn_w_shift)
+    w[:] = np.clip(np.rint(rng.normal(0, std, size=w.shape)), INT16_MIN, INT16_MAX)
+    b[:] = min(INT16_MAX, (1 << codec.syn_b_shift) >> 1)
 
 
 _ARM_SHIFTS = dict(arm_w_shift=16, arm_b_shift=8)
@@ -524,7 +695,272 @@ GAP_GENERATOR_CASES: list[GapCase] = [
     _chroma_case(62, 13, 1, 10, _ALL_CHROMA),
     _chroma_case(63, 4, 3, 9, ("chroma-sum-no-wrap", "chroma-clip-first")),
     _chroma_case(64, 7, 5, 8, _ALL_CHROMA),
+    GapCase(
+        65,
+        "arm-bias-term-wraps",
+        "ARM bias terms B << (8 + 16 - 0) that wrap int32 (spec 2.3), not saturate; grey "
+        "8-bit 10x8, r = 1.",
+        65,
+        dict(
+            width=10,
+            height=8,
+            n_grids=1,
+            color_format=0,
+            bit_depth=8,
+            n_ctx_rowcol=1,
+            arm="2-1-linear-none",
+            latent_range=3,
+            shifts=dict(arm_w_shift=16, arm_b_shift=0),
+        ),
+        _arm_bias_wraps,
+        ("arm-bias-saturate",),
+    ),
+    GapCase(
+        66,
+        "syn-bias-term-wraps-grey",
+        "Synthesis bias term 33 << 27 that wraps int32 to 2^27 (spec 2.3); grey 10-bit 9x6.",
+        66,
+        dict(
+            width=9,
+            height=6,
+            n_grids=1,
+            color_format=0,
+            bit_depth=10,
+            syn="1-1-linear-none",
+            latent_range=3,
+            shifts=dict(syn_w_shift=16, syn_b_shift=1),
+        ),
+        _syn_bias_wraps,
+        ("syn-bias-saturate",),
+    ),
+    GapCase(
+        67,
+        "syn-bias-term-wraps-rgb",
+        "Synthesis bias terms 33 << 27 and -31 << 27 that wrap int32 (spec 2.3) after a 3x3 "
+        "layer; RGB 12-bit 8x7, 2 grids.",
+        67,
+        dict(
+            width=8,
+            height=7,
+            n_grids=2,
+            color_format=1,
+            bit_depth=12,
+            syn="3-3-linear-none",
+            latent_range=3,
+            shifts=dict(syn_w_shift=16, syn_b_shift=1),
+        ),
+        _syn_bias_wraps,
+        ("syn-bias-saturate",),
+    ),
+    GapCase(
+        68,
+        "laplace-scale-2048-mu-high",
+        "log_scale exactly 2048 (the top of its range, not clipped) and mu beyond +2^23 "
+        "(clipped): the tail masses depend on INV_SCALE[3584] and on the clip value; grey "
+        "8-bit 11x7, latents within +-60.",
+        68,
+        dict(
+            width=11,
+            height=7,
+            n_grids=1,
+            color_format=0,
+            bit_depth=8,
+            arm="2-1-linear-none,2-1-linear-none",
+            latent_range=60,
+            shifts=dict(syn_w_shift=14),
+        ),
+        _far_mu_scale(1, 2048),
+        ("laplace-log-scale-clip-2047",),
+    ),
+    GapCase(
+        69,
+        "laplace-scale-2048-mu-low",
+        "log_scale 2048 and mu below -2^23 (clipped); YUV 4:4:4 10-bit 8x9, 2 grids.",
+        69,
+        dict(
+            width=8,
+            height=9,
+            n_grids=2,
+            color_format=2,
+            bit_depth=10,
+            arm="2-1-linear-none,2-1-linear-none",
+            latent_range=60,
+            shifts=dict(syn_w_shift=14),
+        ),
+        _far_mu_scale(-1, 2048),
+        ("laplace-log-scale-clip-2047",),
+    ),
+    GapCase(
+        76,
+        "laplace-mu-clip-high",
+        "mu beyond +2^23 (clipped) with the largest log_scale at which clipping mu to "
+        "2^23 - 1 instead would change the cdf of the alphabet; grey 9-bit 10x7.",
+        76,
+        dict(
+            width=10,
+            height=7,
+            n_grids=1,
+            color_format=0,
+            bit_depth=9,
+            arm="2-1-linear-none,2-1-linear-none",
+            latent_range=60,
+            shifts=dict(syn_w_shift=14),
+        ),
+        _mu_clip_visible(1),
+        ("laplace-mu-clip",),
+    ),
+    GapCase(
+        77,
+        "laplace-mu-clip-low",
+        "mu below -2^23 (clipped) with a log_scale at which clipping to -(2^23 - 1) would "
+        "change the cdf; RGB 8-bit 8x6, 2 grids.",
+        77,
+        dict(
+            width=8,
+            height=6,
+            n_grids=2,
+            color_format=1,
+            bit_depth=8,
+            arm="2-1-linear-none,2-1-linear-none",
+            latent_range=60,
+            shifts=dict(syn_w_shift=14),
+        ),
+        _mu_clip_visible(-1),
+        ("laplace-mu-clip",),
+    ),
+    GapCase(
+        78,
+        "laplace-mu-clip-high-16bit",
+        "mu beyond +2^23 (clipped), log_scale chosen as in 076; YUV 4:4:4 16-bit 7x7.",
+        78,
+        dict(
+            width=7,
+            height=7,
+            n_grids=1,
+            color_format=2,
+            bit_depth=16,
+            arm="2-1-linear-none,2-1-linear-none",
+            latent_range=30,
+            shifts=dict(syn_w_shift=14),
+        ),
+        _mu_clip_visible(1),
+        ("laplace-mu-clip",),
+    ),
+    GapCase(
+        70,
+        "laplace-scale-min-near-boundary",
+        "log_scale clipped to -1536 (the narrowest Laplace) with mu 3/256 above a boundary: "
+        "the one non-zero tail mass depends on INV_SCALE[0]; grey 8-bit 12x8.",
+        70,
+        dict(
+            width=12,
+            height=8,
+            n_grids=1,
+            color_format=0,
+            bit_depth=8,
+            arm="2-1-linear-none",
+            latent_range=2,
+        ),
+        _mu_near_boundary(3),
+        ("laplace-log-scale-clip-low",),
+    ),
+    GapCase(
+        71,
+        "laplace-scale-min-near-boundary-rgb",
+        "log_scale clipped to -1536 with mu 1/256 below a boundary; RGB 10-bit 9x9, 2 grids.",
+        71,
+        dict(
+            width=9,
+            height=9,
+            n_grids=2,
+            color_format=1,
+            bit_depth=10,
+            arm="2-1-linear-none",
+            latent_range=2,
+        ),
+        _mu_near_boundary(-1),
+        ("laplace-log-scale-clip-low",),
+    ),
+    GapCase(
+        72,
+        "laplace-flat-fallback-low-mu",
+        "mu far below every latent and log_scale clipped to -1536: D = 0, the uniform "
+        "fallback of spec 5.4; grey 12-bit 9x7, latents within +-5.",
+        72,
+        dict(
+            width=9,
+            height=7,
+            n_grids=1,
+            color_format=0,
+            bit_depth=12,
+            arm="2-1-linear-none",
+            latent_range=5,
+        ),
+        _flat_far_mu,
+        ("laplace-no-fallback",),
+    ),
+    GapCase(
+        73,
+        "laplace-flat-fallback-yuv420",
+        "D = 0 (uniform fallback of spec 5.4) in every coded grid; YUV 4:2:0 8-bit 10x6, 3 grids.",
+        73,
+        dict(
+            width=10,
+            height=6,
+            n_grids=3,
+            color_format=3,
+            bit_depth=8,
+            arm="2-1-linear-none",
+            latent_range=4,
+        ),
+        _flat_far_mu,
+        ("laplace-no-fallback",),
+    ),
+    GapCase(
+        74,
+        "arm-mac-limit-only",
+        "ARM of exactly 8192 MAC per latent (r = 3, widths 64-64-30-20-2), small synthesis; "
+        "RGB 8-bit 5x4, 1 grid.",
+        74,
+        dict(
+            width=5,
+            height=4,
+            n_grids=1,
+            color_format=1,
+            bit_depth=8,
+            n_ctx_rowcol=3,
+            ups_taps=1,
+            arm="64-1-linear-relu,64-1-residual-leakyrelu,30-1-linear-none,20-1-linear-relu,"
+            "2-1-linear-none",
+            syn="3-1-linear-none",
+        ),
+        _visible_last_layer,
+        (),
+    ),
+    GapCase(
+        75,
+        "synthesis-mac-limit-only",
+        "Synthesis of exactly 16384 MAC per pixel (7 grids, 8 layers), small ARM; RGB 8-bit 4x3.",
+        75,
+        dict(
+            width=4,
+            height=3,
+            n_grids=7,
+            color_format=1,
+            bit_depth=8,
+            n_ctx_rowcol=1,
+            ups_taps=2,
+            arm="2-1-linear-none",
+            syn="64-1-linear-relu,64-1-residual-leakyrelu,6-3-linear-none,6-7-residual-relu,"
+            "13-1-linear-leakyrelu,8-5-linear-relu,18-3-linear-leakyrelu,3-7-linear-none",
+        ),
+        _visible_last_layer,
+        (),
+    ),
 ]
+
+
+GAP_GENERATOR_CASES.sort(key=lambda case: case.number)
 
 
 # ---------------------------------------------------------------------------

@@ -654,7 +654,13 @@ MUTANTS: list[Mutant] = [
         "laplace-log-scale-clip-low",
         "5.4",
         "log_scale clipped to -1535..2048",
-        (_r("latents.py", "_MIN_LOG_SCALE = -1536\n", "_MIN_LOG_SCALE = -1535\n"),),
+        (
+            _r(
+                "latents.py",
+                "log_scale = min(max(np.int64(log_scales[t]), _MIN_LOG_SCALE), _MAX_LOG_SCALE)",
+                "log_scale = min(max(np.int64(log_scales[t]), _MIN_LOG_SCALE + 1), _MAX_LOG_SCALE)",
+            ),
+        ),
     ),
     Mutant(
         "laplace-mu-clip",
@@ -718,14 +724,18 @@ MUTANTS: list[Mutant] = [
         ),
     ),
     Mutant(
-        "laplace-uniform-fallback",
+        "laplace-no-fallback",
         "5.4",
-        "the D = 0 fallback spreads 2^24 uniformly without the 1 per symbol (i * 2^24 / K)",
+        "no uniform fallback for D = 0: the spread formula with the division guarded by max(D, 1)",
         (
             _r(
                 "latents.py",
-                "    return i + (i * spare) // k\n",
-                "    return (i * _TOTAL) // k\n",
+                "    if mass > 0:\n"
+                "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg)\n"
+                "        return i + ((g - g0) * spare) // mass\n",
+                "    if True:\n"
+                "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg)\n"
+                "        return i + ((g - g0) * spare) // max(mass, 1)\n",
             ),
         ),
     ),
@@ -1105,6 +1115,20 @@ EQUIVALENT: list[Mutant] = [
         ),
         equivalent="a negative wrapped sum gives a chroma value <= 0 either way, and 8.2 clips "
         "every value <= 0 to the sample 0.",
+    ),
+    Mutant(
+        "laplace-fallback-without-the-1",
+        "5.4",
+        "the D = 0 fallback written as i * 2^24 / K (without the 1 per symbol)",
+        (
+            _r(
+                "latents.py",
+                "    return i + (i * spare) // k\n",
+                "    return (i * _TOTAL) // k\n",
+            ),
+        ),
+        equivalent="i + floor(i (2^24 - K) / K) = i + floor(i 2^24 / K - i) = floor(i 2^24 / K) "
+        "for every integer i.",
     ),
     Mutant(
         "laplace-g-at-mu",
