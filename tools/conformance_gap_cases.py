@@ -468,6 +468,14 @@ def _flat_far_mu(codec: IntegerCodec) -> None:
     codec.arm_w_shift, codec.arm_b_shift = 0, im.ARM_FRAC
 
 
+def _dead_hidden_units(codec: IntegerCodec) -> None:
+    """ARM hidden units 0 and 1 always 0: zero weights and biases of -5 before a relu (so
+    a residual last layer would add 0 to mu and log_scale)."""
+    (w0, b0), _ = codec.arm_weights
+    w0[:2] = 0
+    b0[:2] = -5
+
+
 def _visible_last_layer(codec: IntegerCodec) -> None:
     """The last synthesis layer redrawn for the scale of its input (about 800 / 4096 of
     output spread around mid-grey), so that the samples show the latents."""
@@ -960,6 +968,28 @@ GAP_GENERATOR_CASES: list[GapCase] = [
 ]
 
 
+GAP_GENERATOR_CASES.append(
+    GapCase(
+        79,
+        "arm-dead-hidden-units",
+        "ARM 4-1-linear-relu, 2-1-linear-none whose hidden units 0 and 1 are always 0 (zero "
+        "weights, negative biases); grey 8-bit 11x6, r = 1. Base of an invalid stream that "
+        "marks the last ARM layer residual.",
+        79,
+        dict(
+            width=11,
+            height=6,
+            n_grids=1,
+            color_format=0,
+            bit_depth=8,
+            n_ctx_rowcol=1,
+            arm="4-1-linear-relu,2-1-linear-none",
+            latent_range=4,
+        ),
+        _dead_hidden_units,
+        (),
+    )
+)
 GAP_GENERATOR_CASES.sort(key=lambda case: case.number)
 
 
@@ -1095,6 +1125,11 @@ def _tap_32768(parts: StreamParts) -> None:
     parts.taps[0] = 32768
 
 
+def _synthesis_weight_32768(parts: StreamParts) -> None:
+    """The first weight of the first synthesis layer coded as 32768."""
+    parts.syn[0][0].reshape(-1)[0] = 32768
+
+
 def _synthesis_bias_32768(parts: StreamParts) -> None:
     """The last synthesis bias coded as 32768."""
     parts.syn[-1][1][-1] = 32768
@@ -1156,16 +1191,17 @@ def _grow_layer(module: str, index: int, extra: int) -> Callable[[StreamParts], 
         layers, params = (
             (parts.arm_layers, parts.arm) if module == "arm" else (parts.syn_layers, parts.syn)
         )
-        layers[index][0] += extra
-        w, b = params[index]
-        params[index] = [
+        at = index % len(layers)
+        layers[at][0] += extra
+        w, b = params[at]
+        params[at] = [
             np.concatenate([w, np.zeros((extra,) + w.shape[1:], dtype=np.int64)]),
             np.concatenate([b, np.zeros(extra, dtype=np.int64)]),
         ]
-        if index + 1 < len(layers):
-            w, b = params[index + 1]
+        if at + 1 < len(layers):
+            w, b = params[at + 1]
             pad = np.zeros((w.shape[0], extra) + w.shape[2:], dtype=np.int64)
-            params[index + 1] = [np.concatenate([w, pad], axis=1), b]
+            params[at + 1] = [np.concatenate([w, pad], axis=1), b]
 
     edit.__name__ = f"_{module}_layer_{index}_{extra}_more_outputs"
     return edit
@@ -1491,5 +1527,39 @@ GAP_INVALID_CASES: list[GapInvalidCase] = [
         _trailing_word,
         5,
         "trailing data",
+    ),
+    _invalid(
+        "reject-synthesis-weight-32768",
+        "The first synthesis weight coded as 32768 (spec 4.2), the rest of the section re-coded.",
+        _ARM5,
+        _synthesis_weight_32768,
+        6,
+        "weight out of range",
+    ),
+    _invalid(
+        "reject-residual-arm-narrows",
+        "The last ARM layer (4 inputs, 2 outputs) marked residual (spec 3.3); its inputs 0 "
+        "and 1 are always 0, so a decoder that ignores the rule decodes the latents.",
+        "arm-dead-hidden-units",
+        _linear_to_residual("arm", 1),
+        4,
+        "is residual but has",
+    ),
+    _invalid(
+        "reject-residual-synthesis-narrows-3x3",
+        "Synthesis layer 2 (6 inputs, 4 outputs, 3x3) marked residual (spec 3.3).",
+        "synthesis-all-kernels-types",
+        _linear_to_residual("synthesis", 2),
+        4,
+        "is residual but has",
+    ),
+    _invalid(
+        "reject-eight-grids-consistent-kodim23",
+        "n_grids = 8: a constant eighth grid appended and the first synthesis layer given "
+        "zero weights for it (spec 3.2: at most 7).",
+        "kodim23-64x48-rgb8",
+        _eighth_grid,
+        4,
+        "n_grids",
     ),
 ]
