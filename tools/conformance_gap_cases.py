@@ -990,6 +990,25 @@ GAP_GENERATOR_CASES.append(
         (),
     )
 )
+GAP_GENERATOR_CASES.append(
+    GapCase(
+        80,
+        "laplace-scale-min-near-boundary-16bit",
+        "log_scale clipped to -1536 with mu 2/256 above a boundary; grey 16-bit 7x10, 2 grids.",
+        80,
+        dict(
+            width=7,
+            height=10,
+            n_grids=2,
+            color_format=0,
+            bit_depth=16,
+            arm="2-1-linear-none",
+            latent_range=2,
+        ),
+        _mu_near_boundary(2),
+        ("laplace-log-scale-clip-low",),
+    )
+)
 GAP_GENERATOR_CASES.sort(key=lambda case: case.number)
 
 
@@ -1561,5 +1580,14 @@ GAP_INVALID_CASES: list[GapInvalidCase] = [
         _eighth_grid,
         4,
         "n_grids",
+    ),
+    _invalid(
+        "reject-zero-word-before-substream-grey",
+        "A zero word before a substream: its first word is 0 (spec 5.5), although the rest "
+        "decodes.",
+        _ARM5,
+        _zero_word_first,
+        7,
+        "invalid substream start",
     ),
 ]

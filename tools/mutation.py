@@ -789,19 +789,6 @@ MUTANTS: list[Mutant] = [
         ),
     ),
     Mutant(
-        "rans-end-pos-unchecked",
-        "5.5, 9 rule 7",
-        "the end condition checks state == 0 only, not pos == n",
-        (
-            _r(
-                "latents.py",
-                "    if check_end and (pos != n_words or state != 0):\n",
-                "    if check_end and state != 0:\n",
-            ),
-        ),
-    ),
-    # --- 6: upsampling -------------------------------------------------------------------
-    Mutant(
         "ups-round-shift-wide",
         "2.2, 6",
         "the upsampling round_shift adds 2^(n-1) in a wider type and wraps after the shift",
@@ -1171,6 +1158,23 @@ EQUIVALENT: list[Mutant] = [
         equivalent="word[0] != 0 (else the stream is rejected), so after one more word the "
         "state is at least 2^32 and the loop never runs twice.",
     ),
+    Mutant(
+        "rans-end-pos-unchecked",
+        "5.5, 9 rule 7",
+        "the end condition checks state == 0 only, not pos == n",
+        (
+            _r(
+                "latents.py",
+                "    if check_end and (pos != n_words or state != 0):\n",
+                "    if check_end and state != 0:\n",
+            ),
+        ),
+        equivalent="while words remain, the state is at least 1 after every step: after the "
+        "start (word[0] != 0, else rule 7 rejects) and after every read it is at least 2^32, "
+        "and a step from a state >= 2^32 gives (state >> 24) f(s) + q - cdf(s) >= 256. So "
+        "state == 0 at the end implies pos == n.",
+    ),
+    # --- 6: upsampling -------------------------------------------------------------------
     Mutant(
         "egk-long-code-by-range",
         "4.2, 9 rule 6",
