@@ -17,13 +17,18 @@ Rewrites listed in `EQUIVALENT` are provably equivalent to the spec (each with t
 reason): they must be caught by no stream, and they mark where an implementation is
 free to differ from the reference decoder's code.
 
-Speed (measured on the project's 2-core machine, see tools/results/conformance-mutation.md):
-the whole suite takes about 100 s as plain Python (NUMBA_DISABLE_JIT=1) against about
-3 s jitted plus a cold compilation of 13-30 s, so mutants run jitted, each in its own
+Speed, measured on the project's 2-core machine while other jobs kept its load
+average at 10-14: the 49 streams of suite v1 take 98 s as plain Python
+(NUMBA_DISABLE_JIT=1) against 3 s jitted with a warm cache and 34 s with a cold one
+(a cold compilation is 13 s on an idle machine). So mutants run jitted, each in its own
 Numba cache directory. A mutant that leaves the Numba kernels of `layer_kernels.py`
 alone starts from a copy of a cache warmed by the unmutated copy (Numba then recompiles
-only the kernels of the file the mutant changed); one that changes them starts from an
-empty cache, because Numba does not track that other files' kernels inline them.
+only the kernels of the file the mutant changed: 7-45 s per mutant); one that changes
+them starts from an empty cache (90-110 s), because Numba does not notice that other
+files' kernels inline them. Two jobs (`--jobs 2`, the default) ran the 79 rewrites in
+1338 s of wall time, each mutant taking about as long as alone (the first 8 mutants:
+579 s one after the other, about 290 s two at a time): on a shared machine two
+processes get twice the share of the cores.
 
 The command also measures the line coverage of the normative decoder modules by the
 suite alone (`coverage`, NUMBA_DISABLE_JIT=1) and writes both into
