@@ -63,6 +63,12 @@ from tools.conformance.features import (
     syntax_classes,
     value_classes,
 )
+from tools.conformance.gap_cases import (
+    GAP_GENERATOR_CASES,
+    GAP_INVALID_CASES,
+    GapCase,
+    GapInvalidCase,
+)
 from tools.conformance.reading import read_codec, stream_layout
 
 if TYPE_CHECKING:
@@ -214,11 +220,14 @@ def _valid_entry(
     return Built(name, data, entry, raw, planes, latent_sensitivity(codec))
 
 
-def build_generator(case: GeneratorCase, number: int) -> Built:
-    data, codec = build_stream(case)
+def build_generator(case: GeneratorCase | GapCase, number: int) -> Built:
+    if isinstance(case, GeneratorCase):
+        (data, codec), how = build_stream(case), recipe(case)
+    else:  # a gap case builds itself (and checks the misreadings it exposes)
+        (data, codec), how = case.build(), case.recipe()
     planes = im.simulate_decode(codec)
     name = f"{number:03d}-{case.slug}"
-    return _valid_entry(name, case.description, "generator", recipe(case), data, codec, planes)
+    return _valid_entry(name, case.description, "generator", how, data, codec, planes)
 
 
 def build_encoder(
@@ -251,14 +260,19 @@ def build_encoder(
     return _valid_entry(name, case.description, "encoder", recipe(case), data, codec, planes)
 
 
-def build_invalid(case: InvalidCase, number: int, bases: dict[str, bytes]) -> Built:
+def build_invalid(
+    case: InvalidCase | GapInvalidCase, number: int, bases: dict[str, bytes]
+) -> Built:
     name = f"{number:03d}-{case.slug}"
-    data = invalid_stream(case, bases[case.base])
+    if isinstance(case, InvalidCase):
+        data, how = invalid_stream(case, bases[case.base]), recipe(case)
+    else:
+        data, how = case.mutate(bases[case.base]), f"{case.mutate.__name__}({case.base})"
     entry = {
         "stream": f"{name}.cool",
         "description": f"Invalid: {case.description} Made from {case.base}.",
         "origin": "invalid",
-        "recipe": recipe(case),
+        "recipe": how,
         "bytes": len(data),
         "sha256": None,
         "expected": None,
@@ -288,7 +302,9 @@ def build_suite(
     reencode = set(reencode)
     built: list[Built] = []
     number = 1
-    for case in GENERATOR_CASES:
+    # Streams 001-049, then the mutation-analysis gap cases from their own numbers (050).
+    for case in [*GENERATOR_CASES, *GAP_GENERATOR_CASES]:
+        number = getattr(case, "number", number)
         start = time.perf_counter()
         built.append(build_generator(case, number))
         seconds = time.perf_counter() - start
@@ -309,7 +325,7 @@ def build_suite(
         number += 1
     bases = {b.name.split("-", 1)[1]: b.data for b in built}
     number = 201
-    for case in INVALID_CASES:
+    for case in [*INVALID_CASES, *GAP_INVALID_CASES]:
         built.append(build_invalid(case, number, bases))
         number += 1
     return built
