@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("pytorch_optimizer")
 
-from coolchic_ref.encoder.model import COLOR_RGB  # noqa: E402
+from coolchic_ref.encoder.format import ColorFormat  # noqa: E402
 from coolchic_ref.encoder.presets import PRESETS, EncoderConfig  # noqa: E402
 from coolchic_ref.encoder.train import Optimizers, Trainer  # noqa: E402
 
@@ -27,7 +27,14 @@ def make_trainer(**fields) -> Trainer:
     arch = EncoderConfig(op="500").resolve_architecture(3)
     preset = replace(PRESETS["faster"], **fields)
     return Trainer(
-        arch, targets, (HEIGHT, WIDTH), COLOR_RGB, 1e-3, preset, seed=3, device=torch.device("cpu")
+        arch,
+        targets,
+        (HEIGHT, WIDTH),
+        ColorFormat.RGB,
+        1e-3,
+        preset,
+        seed=3,
+        device=torch.device("cpu"),
     )
 
 
