@@ -220,11 +220,31 @@ def _valid_entry(
     return Built(name, data, entry, raw, planes, latent_sensitivity(codec))
 
 
+# Streams 001-049, then the mutation-analysis gap cases (numbered from 050 by their own
+# `number`); a gap case builds itself and checks the misreadings it exposes.
+ALL_GENERATOR_CASES: list[GeneratorCase | GapCase] = [*GENERATOR_CASES, *GAP_GENERATOR_CASES]
+ALL_INVALID_CASES: list[InvalidCase | GapInvalidCase] = [*INVALID_CASES, *GAP_INVALID_CASES]
+
+
+def case_stream(case: GeneratorCase | GapCase) -> tuple[bytes, IntegerCodec]:
+    """(stream, codec) of any generator case."""
+    return build_stream(case) if isinstance(case, GeneratorCase) else case.build()
+
+
+def case_recipe(case: GeneratorCase | GapCase | InvalidCase | GapInvalidCase) -> str:
+    """The manifest's recipe of any case."""
+    if isinstance(case, GapInvalidCase):
+        return f"{case.mutate.__name__}({case.base})"
+    return case.recipe() if isinstance(case, GapCase) else recipe(case)
+
+
+def case_invalid_stream(case: InvalidCase | GapInvalidCase, base: bytes) -> bytes:
+    """The invalid stream of any invalid case, made from its base stream."""
+    return invalid_stream(case, base) if isinstance(case, InvalidCase) else case.mutate(base)
+
+
 def build_generator(case: GeneratorCase | GapCase, number: int) -> Built:
-    if isinstance(case, GeneratorCase):
-        (data, codec), how = build_stream(case), recipe(case)
-    else:  # a gap case builds itself (and checks the misreadings it exposes)
-        (data, codec), how = case.build(), case.recipe()
+    (data, codec), how = case_stream(case), case_recipe(case)
     planes = im.simulate_decode(codec)
     name = f"{number:03d}-{case.slug}"
     return _valid_entry(name, case.description, "generator", how, data, codec, planes)
@@ -264,10 +284,7 @@ def build_invalid(
     case: InvalidCase | GapInvalidCase, number: int, bases: dict[str, bytes]
 ) -> Built:
     name = f"{number:03d}-{case.slug}"
-    if isinstance(case, InvalidCase):
-        data, how = invalid_stream(case, bases[case.base]), recipe(case)
-    else:
-        data, how = case.mutate(bases[case.base]), f"{case.mutate.__name__}({case.base})"
+    data, how = case_invalid_stream(case, bases[case.base]), case_recipe(case)
     entry = {
         "stream": f"{name}.cool",
         "description": f"Invalid: {case.description} Made from {case.base}.",
@@ -302,8 +319,7 @@ def build_suite(
     reencode = set(reencode)
     built: list[Built] = []
     number = 1
-    # Streams 001-049, then the mutation-analysis gap cases from their own numbers (050).
-    for case in [*GENERATOR_CASES, *GAP_GENERATOR_CASES]:
+    for case in ALL_GENERATOR_CASES:
         number = getattr(case, "number", number)
         start = time.perf_counter()
         built.append(build_generator(case, number))
@@ -325,7 +341,7 @@ def build_suite(
         number += 1
     bases = {b.name.split("-", 1)[1]: b.data for b in built}
     number = 201
-    for case in [*INVALID_CASES, *GAP_INVALID_CASES]:
+    for case in ALL_INVALID_CASES:
         built.append(build_invalid(case, number, bases))
         number += 1
     return built

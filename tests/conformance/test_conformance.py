@@ -402,19 +402,20 @@ def test_generator_cases_rebuild(tool, entry: dict) -> None:
     from coolchic_ref.encoder.integer_model import canonical_sha256, simulate_decode
 
     slug = entry_id(entry).split("-", 1)[1]
-    case = next(case for case in tool.GENERATOR_CASES if case.slug == slug)
-    data, codec = tool.build_stream(case)
+    case = next(case for case in tool.ALL_GENERATOR_CASES if case.slug == slug)
+    data, codec = tool.case_stream(case)
     assert data == stream_bytes(entry)
     assert canonical_sha256(simulate_decode(codec), codec.bit_depth) == entry["sha256"]
-    assert entry["recipe"] == tool.recipe(case)
+    assert entry["recipe"] == tool.case_recipe(case)
 
 
 def test_invalid_cases_rebuild(tool) -> None:
-    for case in tool.INVALID_CASES:
+    for case in tool.ALL_INVALID_CASES:
         entry = _by_slug(case.slug)
-        assert tool.invalid_stream(case, stream_bytes(_by_slug(case.base))) == stream_bytes(entry)
+        base = stream_bytes(_by_slug(case.base))
+        assert tool.case_invalid_stream(case, base) == stream_bytes(entry)
         assert entry["reject"] == {"rule": case.rule, "error": case.error}
-        assert entry["recipe"] == tool.recipe(case)
+        assert entry["recipe"] == tool.case_recipe(case)
 
 
 def test_suite_covers_every_required_feature(tool) -> None:
