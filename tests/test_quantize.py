@@ -120,7 +120,9 @@ def test_rdoq_moves_weights_toward_zero_and_lowers_the_exact_cost(trained) -> No
         moved += int(changed.sum())
         assert np.all(np.abs(after[changed]) < np.abs(before[changed]))
         assert np.all(after[changed] * before[changed] >= 0)
-    assert moved == sum(rdoq.kept.values())
+    # `kept` counts accepted moves; a weight may move once in each of the two passes.
+    kept = sum(rdoq.kept.values())
+    assert moved <= kept <= rdoq.passes * moved
     # The report's costs are the exact ones, and the cost did not rise.
     assert rdoq.cost_before == pytest.approx(_cost(plain, picture.planes, lmbda), rel=1e-12)
     assert rdoq.cost_after == pytest.approx(_cost(codec, picture.planes, lmbda), rel=1e-12)
