@@ -131,20 +131,14 @@ _ACTIVATION_LINEAR = (
     "\n"
 )
 _UPS_STORE = "        out[t] = np.int64(wrap32(np.int64(acc[t]) + rounding)) >> shift\n"
-_RANS_LOOP = "            for t in range(n):\n                q = np.int64(state & _LOW24)\n"
+_RANS_LOOP = "            for t in range(n):\n                q = rans_quantile(state)\n"
 _READ_W_B = (
     "            w = np.array(reader.read_egk_array(layer.n_weights, quant.w_egk), "
     "dtype=np.int32)\n"
     "            b = np.array(reader.read_egk_array(layer.out_channels, quant.b_egk), "
     "dtype=np.int32)\n"
 )
-_GRID_FIELDS = (
-    "    grids = []\n"
-    "    for level in range(n_grids):\n"
-    '        latent_min = reader.take("<h")\n'
-    '        latent_max = reader.take("<h")\n'
-    '        substream_bytes = reader.take("<I")\n'
-)
+_GRID_FIELDS = "                for index in range(self.values[element.count]):\n"
 
 MUTANTS: list[Mutant] = [
     # --- 2.2 / 2.3: integer widths, wrap points, rounding --------------------------------
@@ -231,7 +225,7 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "layer_kernels.py",
-                "            biases.append([wrap32_int(int(v) << bias_shift) for v in b])\n",
+                "            biases.append([wrap32(np.int64(int(v) << bias_shift)) for v in b])\n",
                 "            biases.append(\n"
                 "                [min(max(int(v) << bias_shift, -(1 << 31)), (1 << 31) - 1) for v "
                 "in b]\n"
@@ -279,8 +273,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "layer_kernels.py",
-                "    neg_shift = 4 if act == 2 else 0\n",
-                "    neg_shift = 3 if act == 2 else 0\n",
+                "    neg_shift = 4 if act == _LEAKYRELU else 0\n",
+                "    neg_shift = 3 if act == _LEAKYRELU else 0\n",
             ),
         ),
     ),
@@ -456,14 +450,28 @@ MUTANTS: list[Mutant] = [
             _r(
                 "syntax.py",
                 _GRID_FIELDS,
-                '    mins = [reader.take("<h") for _ in range(n_grids)]\n'
-                '    maxs = [reader.take("<h") for _ in range(n_grids)]\n'
-                '    sizes = [reader.take("<I") for _ in range(n_grids)]\n'
-                "    grids = []\n"
-                "    for level in range(n_grids):\n"
-                "        latent_min = mins[level]\n"
-                "        latent_max = maxs[level]\n"
-                "        substream_bytes = sizes[level]\n",
+                '                if element.name == "grid":\n'
+                "                    n_items = self.values[element.count]\n"
+                "                    columns = {\n"
+                "                        f.name: [\n"
+                "                            self._take(\n"
+                '                                f, f"{element.label} {i} {f.message_name}"\n'
+                "                            )\n"
+                "                            for i in range(n_items)\n"
+                "                        ]\n"
+                "                        for f in element.fields\n"
+                "                    }\n"
+                "                    for index in range(n_items):\n"
+                "                        item = {\n"
+                "                            f.name: columns[f.name][index]\n"
+                "                            for f in element.fields\n"
+                "                        }\n"
+                "                        items.append(item)\n"
+                "                        if each is not None:\n"
+                "                            each(index, item)\n"
+                "                for index in range(\n"
+                '                    0 if element.name == "grid" else self.values[element.count]\n'
+                "                ):\n",
             ),
         ),
     ),
@@ -520,7 +528,7 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "syntax.py",
-                "            not residual or out_channels == in_channels,\n",
+                '            not LayerKind(item["type"]).adds_input or out == in_channels,\n',
                 "            True,\n",
             ),
         ),
@@ -532,9 +540,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "syntax.py",
-                '    _check(arm_layers[-1].out_channels == 2, "last ARM layer must have 2 '
-                'outputs")\n',
-                "",
+                "        arm_layers[-1].out_channels == ARM_OUTPUTS,\n",
+                "        True,\n",
             ),
             _r(
                 "syntax.py",
@@ -550,8 +557,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "syntax.py",
-                "            latent_min < latent_max or substream_bytes == 0,\n",
-                "            True,\n",
+                "        latent_min < latent_max or size == 0,\n",
+                "        True,\n",
             ),
         ),
     ),
@@ -563,8 +570,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "syntax.py",
-                '        _check(substream_bytes % 4 == 0, f"grid {level}: substream size not a '
-                'multiple of 4")\n',
+                '    _check(size % step == 0, f"grid {index}: substream size not a multiple of '
+                '{step}")\n',
                 "",
             ),
             _r(
@@ -595,8 +602,13 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "syntax.py",
-                "    _check(version == VERSION,",
-                "    _check(version >= 0,",
+                "    table = syntax_table(data[4])\n"
+                "    reader = _FieldReader(data, table)\n"
+                '    reader.read_through("version")\n',
+                "    table = HEADER_V1\n"
+                "    reader = _FieldReader(data, table, validate=False)\n"
+                '    reader.read_through("version")\n'
+                "    reader.validate = True\n",
             ),
         ),
     ),
@@ -626,8 +638,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "                        dst[t] = src[t] << ARM_FRAC\n",
-                "                        dst[t] = src[t]\n",
+                "                dst[t] = src[t] << ARM_FRAC\n",
+                "                dst[t] = src[t]\n",
             ),
         ),
     ),
@@ -638,8 +650,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "            mus = x_in[0]\n            log_scales = x_in[1]\n",
-                "            mus = x_in[1]\n            log_scales = x_in[0]\n",
+                "            laplace_batch(model, x_in[0], x_in[1], n, k, lmin)\n",
+                "            laplace_batch(model, x_in[1], x_in[0], n, k, lmin)\n",
             ),
         ),
     ),
@@ -710,8 +722,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "                inv = np.int64(inv_scale[log_scale - _MIN_LOG_SCALE])\n",
-                "                inv = np.int64(inv_scale[min(log_scale - _MIN_LOG_SCALE + 1, "
+                "        inv = np.int64(_INV_SCALE_I32[log_scale - _MIN_LOG_SCALE])\n",
+                "        inv = np.int64(_INV_SCALE_I32[min(log_scale - _MIN_LOG_SCALE + 1, "
                 "3584)])\n",
             ),
         ),
@@ -736,10 +748,10 @@ MUTANTS: list[Mutant] = [
             _r(
                 "latents.py",
                 "    if mass > 0:\n"
-                "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg)\n"
+                "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20)\n"
                 "        return i + ((g - g0) * spare) // mass\n",
                 "    if True:\n"
-                "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20, exp_neg)\n"
+                "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20)\n"
                 "        return i + ((g - g0) * spare) // max(mass, 1)\n",
             ),
         ),
@@ -776,7 +788,7 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "        if words[0] == 0:\n            return STATUS_BAD_START\n",
+                "        if words[0] == 0:\n            return state, pos, STATUS_BAD_START\n",
                 "",
             ),
         ),
@@ -788,8 +800,9 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "    if check_end and (pos != n_words or state != 0):\n",
-                "    if check_end and pos != n_words:\n",
+                "    return STATUS_OK if pos == words.shape[0] and state == 0 else "
+                "STATUS_SIZE_MISMATCH\n",
+                "    return STATUS_OK if pos == words.shape[0] else STATUS_SIZE_MISMATCH\n",
             ),
         ),
     ),
@@ -952,9 +965,9 @@ MUTANTS: list[Mutant] = [
         "the 4:2:0 sum computed without the int32 wrap",
         (
             _r(
-                "samples.py",
-                "    return (wrap32(total) >> 2).astype(np.int32)\n",
-                "    return np.clip(total >> 2, -(1 << 31), (1 << 31) - 1).astype(np.int32)\n",
+                "chroma.py",
+                "            out[y, x] = np.int64(wrap32(total)) >> 2\n",
+                "            out[y, x] = min(max(total >> 2, -2147483648), 2147483647)\n",
             ),
         ),
     ),
@@ -964,9 +977,9 @@ MUTANTS: list[Mutant] = [
         "the 4:2:0 average rounded down (no + 2)",
         (
             _r(
-                "samples.py",
-                "    total = top[:, x0] + top[:, x1] + bottom[:, x0] + bottom[:, x1] + 2\n",
-                "    total = top[:, x0] + top[:, x1] + bottom[:, x0] + bottom[:, x1]\n",
+                "chroma.py",
+                "            total = np.int64(top[x0]) + top[x1] + bottom[x0] + bottom[x1] + 2\n",
+                "            total = np.int64(top[x0]) + top[x1] + bottom[x0] + bottom[x1]\n",
             ),
         ),
     ),
@@ -988,9 +1001,9 @@ MUTANTS: list[Mutant] = [
         "4:2:0 chroma taken from the top-left sample of each 2x2 block",
         (
             _r(
-                "samples.py",
-                "    total = top[:, x0] + top[:, x1] + bottom[:, x0] + bottom[:, x1] + 2\n",
-                "    total = 4 * top[:, x0] + 2\n",
+                "chroma.py",
+                "            total = np.int64(top[x0]) + top[x1] + bottom[x0] + bottom[x1] + 2\n",
+                "            total = 4 * np.int64(top[x0]) + 2\n",
             ),
         ),
     ),
@@ -1069,10 +1082,11 @@ EQUIVALENT: list[Mutant] = [
         "the 4:2:0 sum wraps after every addition",
         (
             _r(
-                "samples.py",
-                "    total = top[:, x0] + top[:, x1] + bottom[:, x0] + bottom[:, x1] + 2\n",
-                "    total = wrap32(wrap32(wrap32(wrap32(top[:, x0] + top[:, x1]) + bottom[:, x0])"
-                " + bottom[:, x1]) + 2)\n",
+                "chroma.py",
+                "            total = np.int64(top[x0]) + top[x1] + bottom[x0] + bottom[x1] + 2\n",
+                "            total = np.int64(wrap32(np.int64(wrap32(np.int64(wrap32("
+                "np.int64(wrap32(np.int64(top[x0]) + top[x1])) + bottom[x0])) + bottom[x1])) "
+                "+ 2))\n",
             ),
         ),
         equivalent="as above: wrapping each partial sum or only the total gives the same int32.",
@@ -1098,11 +1112,10 @@ EQUIVALENT: list[Mutant] = [
         "the 4:2:0 average of a negative sum rounded toward zero",
         (
             _r(
-                "samples.py",
-                "    return (wrap32(total) >> 2).astype(np.int32)\n",
-                "    wrapped = wrap32(total)\n"
-                "    return np.where(wrapped < 0, -((-wrapped) >> 2), wrapped >> "
-                "2).astype(np.int32)\n",
+                "chroma.py",
+                "            out[y, x] = np.int64(wrap32(total)) >> 2\n",
+                "            wrapped = np.int64(wrap32(total))\n"
+                "            out[y, x] = -((-wrapped) >> 2) if wrapped < 0 else wrapped >> 2\n",
             ),
         ),
         equivalent="a negative wrapped sum gives a chroma value <= 0 either way, and 8.2 clips "
@@ -1170,8 +1183,9 @@ EQUIVALENT: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "    if check_end and (pos != n_words or state != 0):\n",
-                "    if check_end and state != 0:\n",
+                "    return STATUS_OK if pos == words.shape[0] and state == 0 else "
+                "STATUS_SIZE_MISMATCH\n",
+                "    return STATUS_OK if state == 0 else STATUS_SIZE_MISMATCH\n",
             ),
         ),
         equivalent="while words remain, the state is at least 1 after every step: after the "
