@@ -42,7 +42,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-from tools.rd_eval import center_crop, psnr, read_image
+from tools.rd_eval import center_crop, mse, read_image
 
 COLUMNS: tuple[str, ...] = (
     "encoder",
@@ -102,9 +102,7 @@ def crop_picture(path: Path, size: int, out_dir: Path) -> Path:
 def rgb_mse(original: Path, decoded: Path) -> float:
     """MSE over all RGB samples, samples scaled to [0, 1] (8-bit pictures)."""
     reference, result = read_image(original)[..., :3], read_image(decoded)[..., :3]
-    return (
-        10.0 ** (-psnr(reference, result) / 10.0) if not np.array_equal(reference, result) else 0.0
-    )
+    return mse(reference, result) / 255.0**2
 
 
 def git_revision(path: Path) -> str:
@@ -170,7 +168,7 @@ def run_job(job: Job, args: argparse.Namespace, work: Path) -> dict[str, str]:
     height, width = iio.imread(image).shape[:2]
     n_bytes = stream.stat().st_size
     bpp = 8.0 * n_bytes / (width * height)
-    mse = rgb_mse(image, decoded)
+    mean_square = rgb_mse(image, decoded)
     return {
         "encoder": job.encoder,
         "config": job.config,
@@ -180,9 +178,9 @@ def run_job(job: Job, args: argparse.Namespace, work: Path) -> dict[str, str]:
         "iterations": str(job.iterations),
         "bytes": str(n_bytes),
         "bpp": f"{bpp:.6f}",
-        "psnr_rgb": f"{-10.0 * math.log10(mse) if mse else math.inf:.4f}",
-        "mse": f"{mse:.6e}",
-        "rd_cost": f"{mse + job.lmbda * bpp:.6e}",
+        "psnr_rgb": f"{-10.0 * math.log10(mean_square) if mean_square else math.inf:.4f}",
+        "mse": f"{mean_square:.6e}",
+        "rd_cost": f"{mean_square + job.lmbda * bpp:.6e}",
         "encode_wall_seconds": f"{encode_seconds:.1f}",
         "decode_wall_seconds": f"{decode_seconds:.2f}",
         "threads": str(args.threads),

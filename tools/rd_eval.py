@@ -253,15 +253,20 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top : top + size, left : left + size]
 
 
-def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float = 255.0) -> float:
-    """PSNR in dB with MSE over all samples and channels; inf when identical."""
+def mse(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean squared difference over all samples and channels, in sample units."""
     if reference.shape != decoded.shape:
         raise ValueError(f"shape mismatch: original {reference.shape}, decoded {decoded.shape}")
     diff = reference.astype(np.float64) - decoded.astype(np.float64)
-    mse = float(np.mean(diff * diff))
-    if mse == 0.0:
+    return float(np.mean(diff * diff))
+
+
+def psnr(reference: np.ndarray, decoded: np.ndarray, peak: float = 255.0) -> float:
+    """PSNR in dB with MSE over all samples and channels; inf when identical."""
+    mse_value = mse(reference, decoded)
+    if mse_value == 0.0:
         return math.inf
-    return 10.0 * math.log10(peak * peak / mse)
+    return 10.0 * math.log10(peak * peak / mse_value)
 
 
 def decoded_psnr(original: Path, decoded: Path) -> float:
