@@ -288,11 +288,13 @@ class _UpsamplePass(torch.autograd.Function):
 
 
 class Upsampling(nn.Module):
-    """The learned 2x upsampling of spec 6, shared by all grids and both directions."""
+    """The learned 2x upsampling of spec 6, used in both directions: one filter shared by
+    all levels (v1), or one per level (`per_level`, v2: filter l - 1 brings level l to
+    level l - 1)."""
 
-    def __init__(self, n_taps: int) -> None:
+    def __init__(self, n_taps: int, n_filters: int = 1) -> None:
         super().__init__()
-        self.taps = nn.Parameter(default_taps(n_taps).float())
+        self.taps = nn.Parameter(default_taps(n_taps).float().repeat(n_filters, 1).squeeze(0))
 
     def forward(self, grids: Sequence[Tensor], sizes: Sequence[tuple[int, int]]) -> Tensor:
         """Dense latent (N, H, W) from grids g = 0..N-1 of sizes `sizes`.
@@ -300,11 +302,15 @@ class Upsampling(nn.Module):
         Each channel is upsampled on its own with the same filter, so the per-grid
         cascade of spec 6 is computed level by level on a growing channel stack.
         """
-        kernel, half = fold_taps(self.taps)
+        per_level = self.taps.dim() == 2
+        if not per_level:
+            kernel, _ = fold_taps(self.taps)
         n = len(grids)
         x = grids[n - 1].unsqueeze(0)
         for level in range(n - 1, 0, -1):
             h_out, w_out = sizes[level - 1]
+            if per_level:
+                kernel, _ = fold_taps(self.taps[level - 1])
             x = _UpsamplePass.apply(x, kernel, h_out, True)
             x = _UpsamplePass.apply(x, kernel, w_out, False)
             x = torch.cat([grids[level - 1].unsqueeze(0), x], dim=0)
@@ -461,9 +467,30 @@ class _Contexts(torch.autograd.Function):
         return tuple(grads)
 
 
-def arm_contexts(grids: Sequence[Tensor], n_ctx_rowcol: int) -> Tensor:
-    """(dim_arm, sum of h_g w_g) causal contexts of all grids, zeros outside (spec 5.2)."""
-    return _Contexts.apply(n_ctx_rowcol, *grids)
+def arm_contexts(grids: Sequence[Tensor], n_ctx_rowcol: int, cross_grids: int = 0) -> Tensor:
+    """(dim_arm, sum of h_g w_g) causal contexts of all grids, zeros outside (spec 5.2).
+
+    With `cross_grids` = c > 0 (v2), c rows follow the spatial context: row k - 1 of grid
+    g's block holds the co-located latent of grid g + k, at (y >> k, x >> k), or 0 where
+    grid g + k does not exist. Coarser grids are decoded first, so all of it is known.
+    """
+    spatial = _Contexts.apply(n_ctx_rowcol, *grids)
+    if not cross_grids:
+        return spatial
+    blocks = []
+    for g, y in enumerate(grids):
+        h, w = y.shape
+        rows = []
+        for k in range(1, cross_grids + 1):
+            if g + k < len(grids):
+                coarse = grids[g + k]
+                idx_y = torch.arange(h, device=y.device) >> k
+                idx_x = torch.arange(w, device=y.device) >> k
+                rows.append(coarse[idx_y][:, idx_x].reshape(-1))
+            else:
+                rows.append(y.new_zeros(h * w))
+        blocks.append(torch.stack(rows))
+    return torch.cat([spatial, torch.cat(blocks, dim=1)], dim=0)
 
 
 def replicate_pad(x: Tensor, rows: int, cols: int) -> Tensor:
@@ -502,6 +529,8 @@ class CoolChic(nn.Module):
         n_ctx_rowcol: int,
         ups_half_taps: int,
         n_grids: int,
+        cross_grids: int = 0,
+        ups_per_level: bool = False,
     ) -> None:
         super().__init__()
         self.height, self.width = height, width
@@ -509,8 +538,9 @@ class CoolChic(nn.Module):
         self.n_ctx_rowcol = n_ctx_rowcol
         self.sizes = grid_sizes(height, width, n_grids)
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(h, w)) for h, w in self.sizes])
-        self.arm = Arm(len(context_offsets(n_ctx_rowcol)), arm_layers)
-        self.upsampling = Upsampling(ups_half_taps)
+        self.cross_grids = cross_grids
+        self.arm = Arm(len(context_offsets(n_ctx_rowcol)) + cross_grids, arm_layers)
+        self.upsampling = Upsampling(ups_half_taps, n_grids - 1 if ups_per_level else 1)
         self.synthesis = Synthesis(n_grids, syn_layers)
 
     @property
@@ -522,7 +552,7 @@ class CoolChic(nn.Module):
 
     def rate(self, latents: Sequence[Tensor]) -> Tensor:
         """Estimated bits of each grid, (N,), the ARM run on all positions at once."""
-        ctx = arm_contexts(latents, self.n_ctx_rowcol)
+        ctx = arm_contexts(latents, self.n_ctx_rowcol, self.cross_grids)
         values = torch.cat([y.reshape(-1) for y in latents])
         mu, log_scale = self.arm(ctx)
         bits = laplace_bits(values, mu, log_scale)

@@ -235,10 +235,12 @@ class Architecture:
     n_ctx_rowcol: int
     ups_half_taps: int
     n_grids: int
+    cross_grids: int = 0  # v2: co-located latents of the next coarser grids in the ARM context
+    ups_per_level: bool = False  # v2: one upsampling filter per level
 
     @property
     def dim_arm(self) -> int:
-        return context_size(self.n_ctx_rowcol)
+        return context_size(self.n_ctx_rowcol) + self.cross_grids
 
     def describe(self) -> str:
         arm = ",".join(layer.describe() for layer in self.arm_layers)
@@ -330,6 +332,8 @@ class EncoderConfig:
     n_ctx_rowcol: int | None = None
     upsampling_kernel_size: int | None = None  # 2T
     n_grids: int | None = None
+    cross_grids: int = 0
+    ups_per_level: bool = False
     n_itr: int | None = None  # phase-1 iterations
     n_train_loops: int = 1
     rdoq: bool | None = None  # None: the preset's
@@ -380,6 +384,8 @@ class EncoderConfig:
             n_ctx_rowcol=self.n_ctx_rowcol or op.n_ctx_rowcol,
             ups_half_taps=n_taps,
             n_grids=self.n_grids or op.n_grids,
+            cross_grids=self.cross_grids,
+            ups_per_level=self.ups_per_level,
         )
         check_architecture(arch, n_channels)
         return arch

@@ -119,6 +119,8 @@ def build_model(arch: Architecture, height: int, width: int, color_format: int) 
         arch.n_ctx_rowcol,
         arch.ups_half_taps,
         arch.n_grids,
+        arch.cross_grids,
+        arch.ups_per_level,
     )
 
 
