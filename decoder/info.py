@@ -86,6 +86,7 @@ def stream_info(data: bytes) -> dict[str, Any]:
             "n_grids": header.n_grids,
             "n_ctx_rowcol": header.n_ctx_rowcol,
             "dim_arm": header.dim_arm,
+            "cross_grids": header.cross_grids,
             "ups_half_taps": header.ups_half_taps,
             "arm_quant": quant(header.arm_quant),
             "ups_shift": header.ups_shift,
@@ -134,9 +135,10 @@ def format_info(info: dict[str, Any]) -> str:
     aq, sq = h["arm_quant"], h["syn_quant"]
     lines = [
         f"picture      {h['width']}x{h['height']} {h['color_format']} {h['bit_depth']}-bit",
-        f"stream       {total} bytes, {info['bpp']:.4f} bpp",
+        f"stream       version {h['version']}, {total} bytes, {info['bpp']:.4f} bpp",
         f"latents      {h['n_grids']} grids, ARM context radius {h['n_ctx_rowcol']} "
-        f"({h['dim_arm']} neighbours)",
+        f"({h['dim_arm']} neighbours)"
+        + (f", cross-grid context of {h['cross_grids']} coarser grids" if h["cross_grids"] else ""),
         f"ARM          {info['architecture']['arm']}",
         f"upsampling   {2 * h['ups_half_taps']} taps ({h['ups_half_taps']} coded)",
         f"synthesis    {info['architecture']['synthesis']}",

@@ -17,10 +17,15 @@ The per-symbol helpers are inlined and take scalars (and the substream), and
 the spec tables are module globals: with arrays passed to the per-symbol
 helpers (Numba reference-counts each), grid decoding measured 13-35 % slower.
 
-Grids are independent: they are spread over numba.get_num_threads() Python
-threads in bins of roughly equal size (the grid decoder releases the GIL; a
-thread pool avoids the long compilation of a parallel Numba loop around it).
-The result does not depend on the number of threads.
+In version 1 grids are independent: they are spread over
+numba.get_num_threads() Python threads in bins of roughly equal size (the grid
+decoder releases the GIL; a thread pool avoids the long compilation of a
+parallel Numba loop around it). In version 2 with C > 0 cross-grid values
+(v2 5.2a), grid g reads grids g + 1 .. g + C, so grids are decoded one after the
+other, coarsest first; the cross-grid rows of a grid are gathered from the
+coarser grids before its first diagonal (`cross_grid_values`) and copied into
+each batch beside the spatial context (`gather_cross`). The result does not
+depend on the number of threads.
 """
 
 from __future__ import annotations
@@ -247,6 +252,31 @@ def gather_contexts(ctx, d, y0, n, r, ctx_dy, ctx_dx, diag_first, diag_start, di
 
 
 @njit(cache=True)
+def gather_cross(ctx, first_row, cross, d, y0, n, r):
+    """Cross-grid values (v2 5.2a) of positions y0..y0+n-1 of diagonal d into rows
+    first_row.. of ctx; cross: int32 (C, height, width), Q8, raster order."""
+    for c in range(cross.shape[0]):
+        row = ctx[first_row + c]
+        plane = cross[c]
+        for t in range(n):
+            y = y0 + t
+            row[t] = plane[y, d - (r + 1) * y]
+
+
+def cross_grid_values(grids: list[np.ndarray], level: int, cross_grids: int) -> np.ndarray:
+    """int32 (C, h_g, w_g): row k - 1 holds latent_{g+k}[y >> k][x >> k] << ARM_FRAC, or 0
+    where grid g + k does not exist (v2 5.2a); `grids` are the decoded latent grids."""
+    height, width = grids[level].shape
+    cross = np.zeros((cross_grids, height, width), dtype=np.int32)
+    rows, cols = np.arange(height), np.arange(width)
+    for k in range(1, cross_grids + 1):
+        if level + k < len(grids):
+            coarse = grids[level + k]
+            cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC
+    return cross
+
+
+@njit(cache=True)
 def laplace_batch(model, mus, log_scales, n, k, lmin):
     """The state-independent part of spec 5.4 for positions 0..n-1 into `model`.
 
@@ -295,6 +325,7 @@ def decode_grid(
     latents,
     ctx_dy,
     ctx_dx,
+    cross,
     desc,
     w_grouped,
     bias_init,
@@ -304,7 +335,8 @@ def decode_grid(
     """Decode one grid (spec 5.2-5.5) into `latents` (int32 (height, width), latent values).
 
     words: the substream as uint32 words; r: n_ctx_rowcol; k: alphabet size K;
-    ctx_dy, ctx_dx: context_offsets(r); desc, w_grouped, bias_init, w_shift: the
+    ctx_dy, ctx_dx: context_offsets(r); cross: the cross-grid values of v2 5.2a,
+    int32 (C, height, width), C = 0 in version 1; desc, w_grouped, bias_init, w_shift: the
     ARM as PackedLayers (weights Q`w_shift`, activations Q8). Returns STATUS_OK,
     STATUS_BAD_START (latents then unwritten) or, if check_end, STATUS_SIZE_MISMATCH.
     """
@@ -340,6 +372,8 @@ def decode_grid(
             gather_contexts(
                 buf_a, d, y0, n, r, ctx_dy, ctx_dx, diag_first, diag_start, diag_latents
             )
+            if cross.shape[0] > 0:
+                gather_cross(buf_a, ctx_dy.shape[0], cross, d, y0, n, r)
             x_in, x_out = buf_a, buf_b
             for layer in range(n_layers):
                 dense_layer(x_in, n, desc[layer], w_grouped, bias_init, w_shift, acc, x_out)
@@ -406,7 +440,7 @@ def decode_latent_grids(
     grids = header.grids
     coded = [g for g in range(n_grids) if not grids[g].is_constant]
     result = [
-        np.empty((grid.height, grid.width), dtype=np.int32)
+        np.zeros((grid.height, grid.width), dtype=np.int32)
         if g in coded
         else np.full((grid.height, grid.width), grid.latent_min, dtype=np.int32)
         for g, grid in enumerate(grids)
@@ -421,27 +455,42 @@ def decode_latent_grids(
     arm = PackedLayers(header.arm_layers, arm_weights, ARM_FRAC, quant.w_shift, quant.b_shift)
     ctx_dy, ctx_dx = context_offsets(r)
     status = [STATUS_OK] * n_grids
+    no_cross = np.zeros((0, 1, 1), dtype=np.int32)
+
+    def decode_one(g: int) -> None:
+        grid = grids[g]
+        words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)
+        cross = cross_grid_values(result, g, header.cross_grids) if header.cross_grids else no_cross
+        status[g] = decode_grid(
+            grid.height,
+            grid.width,
+            r,
+            grid.latent_min,
+            grid.alphabet_size,
+            words,
+            result[g],
+            ctx_dy,
+            ctx_dx,
+            cross,
+            arm.desc,
+            arm.w_grouped,
+            arm.bias_init,
+            arm.w_shift,
+            check_end,
+        )
+
+    if header.cross_grids:
+        # Each grid reads the coarser ones: one after the other, coarsest first.
+        for g in header.decoding_order():
+            if g in coded:
+                decode_one(g)
+                if status[g] != STATUS_OK:
+                    raise StreamError(f"grid {g}: {_STATUS_MESSAGES[int(status[g])]}")
+        return result
 
     def decode_bin(members: list[int]) -> None:
         for g in members:
-            grid = grids[g]
-            words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)
-            status[g] = decode_grid(
-                grid.height,
-                grid.width,
-                r,
-                grid.latent_min,
-                grid.alphabet_size,
-                words,
-                result[g],
-                ctx_dy,
-                ctx_dx,
-                arm.desc,
-                arm.w_grouped,
-                arm.bias_init,
-                arm.w_shift,
-                check_end,
-            )
+            decode_one(g)
 
     # The grid decoder releases the GIL: Python threads decode the bins in parallel.
     sizes = [grids[g].height * grids[g].width for g in coded]

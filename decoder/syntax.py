@@ -56,7 +56,8 @@ from typing import Any
 from .errors import StreamError
 
 MAGIC = b"CCRF"
-VERSION = 1  # the newest version this decoder reads
+VERSION = 2  # the newest version this decoder reads
+VERSIONS = (1, 2)  # every version it reads
 
 ARM_FRAC = 8  # ARM activations are Q8
 SYN_FRAC = 12  # dense latent and synthesis activations are Q12
@@ -66,6 +67,7 @@ MAX_SIDE = 16384
 MAX_PIXELS = 1 << 24
 MAX_GRIDS = 7
 MAX_CTX_ROWCOL = 3
+MAX_CROSS_GRIDS = MAX_GRIDS - 1  # v2: coarser grids in the ARM context
 MAX_UPS_HALF_TAPS = 8
 MAX_ARM_LAYERS = 5
 MAX_SYN_LAYERS = 8
@@ -525,7 +527,30 @@ HEADER_V1 = SyntaxTable(
     ),
 )
 
-SYNTAX: dict[int, SyntaxTable] = {1: HEADER_V1}
+
+def _header_v2() -> SyntaxTable:
+    """Version 2 (bitstream-v2.md 3.2): version 1 with `cross_grids` after `n_syn_layers`."""
+    elements: list[Element] = []
+    for element in HEADER_V1.elements:
+        if element.name == "version":
+            element = replace(element, low=2, high=2)
+        elements.append(replace(element, offset=None) if isinstance(element, Field) else element)
+        if element.name == "n_syn_layers":
+            elements.append(
+                Field(
+                    "cross_grids",
+                    "<B",
+                    0,
+                    MAX_CROSS_GRIDS,
+                    doc="coarser grids whose co-located latents join the ARM context; <= N - 1",
+                )
+            )
+    return SyntaxTable(version=2, elements=tuple(elements))
+
+
+HEADER_V2 = _header_v2()
+
+SYNTAX: dict[int, SyntaxTable] = {1: HEADER_V1, 2: HEADER_V2}
 
 
 def syntax_table(version: int) -> SyntaxTable:
@@ -533,7 +558,10 @@ def syntax_table(version: int) -> SyntaxTable:
     try:
         return SYNTAX[version]
     except KeyError:
-        raise StreamError(f"unsupported version {version} (this decoder reads {VERSION})") from None
+        readable = " and ".join(str(v) for v in VERSIONS)
+        raise StreamError(
+            f"unsupported version {version} (this decoder reads {readable})"
+        ) from None
 
 
 # --- the parsed header --------------------------------------------------------------
@@ -617,11 +645,23 @@ class StreamHeader:
     weights_bytes: int
     grids: tuple[GridInfo, ...]
     header_bytes: int
-    version: int = VERSION
+    version: int = 1
+    cross_grids: int = 0  # v2: C, coarser grids in the ARM context (0 in v1)
 
     @property
     def n_grids(self) -> int:
         return len(self.grids)
+
+    @property
+    def arm_inputs(self) -> int:
+        """Inputs of the first ARM layer: the spatial context, then C cross-grid values."""
+        return self.dim_arm + self.cross_grids
+
+    def decoding_order(self) -> tuple[int, ...]:
+        """Grids in the order they are decoded: v2 coarsest first (its finer grids read
+        it), v1 any order (grid 0 first here)."""
+        levels = range(self.n_grids)
+        return tuple(reversed(levels)) if self.cross_grids else tuple(levels)
 
     @property
     def n_channels(self) -> int:
@@ -689,6 +729,7 @@ def header_values(header: StreamHeader) -> HeaderValues:
         "ups_half_taps": header.ups_half_taps,
         "n_arm_layers": len(header.arm_layers),
         "n_syn_layers": len(header.syn_layers),
+        "cross_grids": header.cross_grids,  # not in the v1 table, so not packed there
         "arm": [
             {"out": la.out_channels, "type": int(la.kind), "act": int(la.activation)}
             for la in header.arm_layers
@@ -845,18 +886,26 @@ def _grid_rules(index: int, item: dict[str, int]) -> None:
     )
 
 
-def _parse_v1(reader: _FieldReader) -> StreamHeader:
-    """The fields of HEADER_V1 after `version`, with the rules that relate them."""
+def _parse(reader: _FieldReader) -> StreamHeader:
+    """The fields after `version` (versions 1 and 2), with the rules that relate them."""
     v = reader.values
     reader.read_through("height")
     width, height = v["width"], v["height"]
     _check(width * height <= MAX_PIXELS, f"picture {width}x{height} exceeds {MAX_PIXELS} pixels")
     reader.read_through("n_syn_layers")
+    cross_grids = 0
+    if v["version"] >= 2:
+        reader.read_through("cross_grids")
+        cross_grids = v["cross_grids"]
+        _check(
+            cross_grids <= v["n_grids"] - 1,
+            f"cross_grids = {cross_grids} exceeds n_grids - 1 = {v['n_grids'] - 1}",
+        )
 
-    dim_arm = context_size(v["n_ctx_rowcol"])
-    reader.read_through("arm", each=_residual_rule(v, "arm", dim_arm))
+    arm_inputs = context_size(v["n_ctx_rowcol"]) + cross_grids
+    reader.read_through("arm", each=_residual_rule(v, "arm", arm_inputs))
     reader.read_through("syn", each=_residual_rule(v, "syn", v["n_grids"]))
-    arm_layers = _layers(v["arm"], dim_arm)
+    arm_layers = _layers(v["arm"], arm_inputs)
     syn_layers = _layers(v["syn"], v["n_grids"])
     color_format = ColorFormat(v["color_format"])
     n_channels = color_format.n_channels
@@ -913,10 +962,11 @@ def _parse_v1(reader: _FieldReader) -> StreamHeader:
         grids=grids,
         header_bytes=reader.pos,
         version=v["version"],
+        cross_grids=cross_grids,
     )
 
 
-_PARSERS: dict[int, Callable[[_FieldReader], StreamHeader]] = {1: _parse_v1}
+_PARSERS: dict[int, Callable[[_FieldReader], StreamHeader]] = {1: _parse, 2: _parse}
 
 
 def parse_header(data: bytes | bytearray | memoryview) -> StreamHeader:

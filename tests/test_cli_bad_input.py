@@ -85,7 +85,7 @@ def bad_streams() -> dict[str, bytes]:
     return {
         "empty": b"",
         "wrong_magic": b"XXXX" + HeaderFields().stream()[4:],
-        "unknown_version": HeaderFields(version=2).stream(),
+        "unknown_version": HeaderFields(version=3).stream(),
         "huge_truncated": huge.pack() + bytes(1000),
         "trailing": HeaderFields().stream() + b"\x00",
         "zero_first_word": zero_first_word(),

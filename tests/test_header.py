@@ -103,7 +103,7 @@ def test_not_a_stream(data: bytes) -> None:
         parse_header(data)
 
 
-@pytest.mark.parametrize("version", [0, 2, 255])
+@pytest.mark.parametrize("version", [0, 3, 255])
 def test_unknown_version(version: int) -> None:
     rejects(HeaderFields(version=version), "unsupported version")
 

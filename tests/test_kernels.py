@@ -84,10 +84,11 @@ def make_header(
     ups_shift: int = 8,
     ranges: list[tuple[int, int]] | None = None,
     substream_bytes: list[int] | None = None,
+    cross_grids: int = 0,
 ) -> StreamHeader:
     """A StreamHeader built directly (no stream): arm = ((out, residual, act), ...),
-    syn = ((out, kernel, residual, act), ...)."""
-    arm_layers, c_in = [], context_size(r)
+    syn = ((out, kernel, residual, act), ...); version 2 if cross_grids > 0."""
+    arm_layers, c_in = [], context_size(r) + cross_grids
     for out, residual, act in arm:
         arm_layers.append(LayerSpec(c_in, out, 1, residual, act))
         c_in = out
@@ -117,6 +118,8 @@ def make_header(
         weights_bytes=1,
         grids=grids,
         header_bytes=0,
+        version=2 if cross_grids else 1,
+        cross_grids=cross_grids,
     )
 
 
@@ -198,8 +201,9 @@ def wavefront_order(height: int, width: int, r: int) -> list[tuple[int, int]]:
     return sorted(positions, key=lambda p: (p[1] + (r + 1) * p[0], p[0]))
 
 
-def ref_model(grid_values, y, x, header, arm_weights):
-    """(mu, log_scale) at (y, x) from the latents decoded so far (spec 5.3)."""
+def ref_model(grid_values, y, x, header, arm_weights, coarser=()):
+    """(mu, log_scale) at (y, x) from the latents decoded so far (spec 5.3); v2: coarser[k - 1]
+    is the decoded grid g + k (None where it does not exist), v2 5.2a."""
     h, w = len(grid_values), len(grid_values[0])
     dys, dxs = context_offsets(header.n_ctx_rowcol)
     ctx = []
@@ -207,6 +211,9 @@ def ref_model(grid_values, y, x, header, arm_weights):
         yy, xx = y + dy, x + dx
         inside = 0 <= yy < h and 0 <= xx < w
         ctx.append((grid_values[yy][xx] << ARM_FRAC) if inside else 0)
+    for k in range(1, header.cross_grids + 1):
+        grid = coarser[k - 1]
+        ctx.append(0 if grid is None else int(grid[y >> k][x >> k]) << ARM_FRAC)
     q = header.arm_quant
     mu, log_scale = ref_layer_stack(
         ctx, header.arm_layers, arm_weights, ARM_FRAC, q.w_shift, q.b_shift
@@ -214,7 +221,7 @@ def ref_model(grid_values, y, x, header, arm_weights):
     return mu, log_scale
 
 
-def ref_decode_grid(header, g, arm_weights, data: bytes):
+def ref_decode_grid(header, g, arm_weights, data: bytes, coarser=()):
     """Spec 5.5 literally; returns (latents, error message or None)."""
     grid = header.grids[g]
     h, w, lmin, k = grid.height, grid.width, grid.latent_min, grid.alphabet_size
@@ -230,7 +237,7 @@ def ref_decode_grid(header, g, arm_weights, data: bytes):
             state, pos = (state << 32) | words[pos], pos + 1
     values = [[0] * w for _ in range(h)]
     for y, x in wavefront_order(h, w, header.n_ctx_rowcol):
-        mu, log_scale = ref_model(values, y, x, header, arm_weights)
+        mu, log_scale = ref_model(values, y, x, header, arm_weights, coarser)
         cdf = ref_cdf(mu, log_scale, lmin, k)
         q = state & ((1 << 24) - 1)
         s = find_symbol(cdf, k, q)
@@ -260,12 +267,18 @@ def ans_encode(symbols_cdfs: list[tuple[int, int]]) -> bytes:
     return np.array(pushed[::-1], dtype="<u4").tobytes()
 
 
-def ref_encode_grid(header, g, arm_weights, latents: np.ndarray) -> bytes:
+def ref_coarser(header, g, latents):
+    """The coarser grids g + 1 .. g + C of v2 5.2a (None past the coarsest)."""
+    n = header.n_grids
+    return [latents[g + k] if g + k < n else None for k in range(1, header.cross_grids + 1)]
+
+
+def ref_encode_grid(header, g, arm_weights, latents: np.ndarray, coarser=()) -> bytes:
     grid = header.grids[g]
     values = latents.tolist()
     coded = []
     for y, x in wavefront_order(grid.height, grid.width, header.n_ctx_rowcol):
-        mu, log_scale = ref_model(values, y, x, header, arm_weights)
+        mu, log_scale = ref_model(values, y, x, header, arm_weights, coarser)
         cdf = ref_cdf(mu, log_scale, grid.latent_min, grid.alphabet_size)
         s = values[y][x] - grid.latent_min
         coded.append((cdf(s), cdf(s + 1) - cdf(s)))
@@ -376,8 +389,19 @@ def test_context_offsets_follow_spec_order():
         assert context_offsets(r)[0].size == context_size(r)
 
 
-def _roundtrip_case(rng, width, height, n_grids, r, arm, ranges, w_max, b_max, arm_shifts=(8, 8)):
-    header = make_header(width, height, n_grids, r, arm=arm, ranges=ranges, arm_shifts=arm_shifts)
+def _roundtrip_case(
+    rng, width, height, n_grids, r, arm, ranges, w_max, b_max, arm_shifts=(8, 8), cross_grids=0
+):
+    header = make_header(
+        width,
+        height,
+        n_grids,
+        r,
+        arm=arm,
+        ranges=ranges,
+        arm_shifts=arm_shifts,
+        cross_grids=cross_grids,
+    )
     arm_weights = random_weights(rng, header.arm_layers, 0, w_max, b_max)
     latents = []
     for grid in header.grids:
@@ -385,7 +409,9 @@ def _roundtrip_case(rng, width, height, n_grids, r, arm, ranges, w_max, b_max, a
         values = centre + np.round(rng.laplace(0, 2.0, size=(grid.height, grid.width)))
         latents.append(np.clip(values, grid.latent_min, grid.latent_max).astype(np.int32))
     substreams = [
-        b"" if grid.is_constant else ref_encode_grid(header, g, arm_weights, latents[g])
+        b""
+        if grid.is_constant
+        else ref_encode_grid(header, g, arm_weights, latents[g], ref_coarser(header, g, latents))
         for g, grid in enumerate(header.grids)
     ]
     return with_substreams(header, substreams), arm_weights, latents, substreams
@@ -432,6 +458,57 @@ def test_latents_roundtrip_with_reference_encoder(case):
         reference, error = ref_decode_grid(header, g, arm_weights, substreams[g])
         assert error is None
         np.testing.assert_array_equal(reference, latents[g])
+
+
+CROSS_GRID_CASES = [
+    # width, height, n_grids, r, arm layers, latent ranges, |w| max, |b| max, C
+    (5, 7, 3, 2, ((12, False, 1), (2, False, 0)), [(-20, 20), (-4, 4), (-2, 2)], 300, 300, 2),
+    (1, 9, 4, 1, ((2, False, 0),), [(-6, 6), (-3, 3), (1, 1), (-1, 1)], 3000, 300, 3),
+    (13, 1, 3, 3, ((8, False, 2), (2, False, 0)), [(-9, 9), (-9, 9), (-9, 9)], 2000, 400, 1),
+    (11, 6, 7, 1, ((6, False, 1), (2, False, 0)), [(-9, 9)] * 6 + [(4, 4)], 2000, 400, 6),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CROSS_GRID_CASES)))
+def test_cross_grid_latents_match_literal_transcription(case):
+    """v2 5.2a: the kernel decodes what the literal model (coarser grids in the context)
+    coded, and the literal decoder agrees; the weights are large enough that the
+    cross-grid inputs move mu and log_scale."""
+    rng = np.random.default_rng(500 + case)
+    *params, cross_grids = CROSS_GRID_CASES[case]
+    header, arm_weights, latents, substreams = _roundtrip_case(
+        rng, *params, cross_grids=cross_grids
+    )
+    assert header.arm_layers[0].in_channels == context_size(header.n_ctx_rowcol) + cross_grids
+    decoded = decode_latent_grids(header, arm_weights, substreams)
+    for g in range(header.n_grids):
+        np.testing.assert_array_equal(decoded[g], latents[g])
+        reference, error = ref_decode_grid(
+            header, g, arm_weights, substreams[g], ref_coarser(header, g, latents)
+        )
+        assert error is None
+        np.testing.assert_array_equal(reference, latents[g])
+
+
+def test_cross_grid_context_is_read():
+    """Decoding a v2 grid without its coarser grids' values gives other latents: the
+    cross-grid rows are not ignored (the round trip above would pass if they were
+    zero on both sides)."""
+    rng = np.random.default_rng(77)
+    header, arm_weights, latents, substreams = _roundtrip_case(
+        rng,
+        9,
+        9,
+        2,
+        1,
+        ((8, False, 1), (2, False, 0)),
+        [(-30, 30), (-30, 30)],
+        3000,
+        300,
+        cross_grids=1,
+    )
+    blind, error = ref_decode_grid(header, 0, arm_weights, substreams[0], [np.zeros((5, 5))])
+    assert error is not None or not np.array_equal(blind, latents[0])
 
 
 def test_latents_full_alphabet_and_hostile_arm():

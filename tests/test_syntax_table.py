@@ -16,6 +16,7 @@ import pytest
 from coolchic_ref.errors import StreamError
 from coolchic_ref.syntax import (
     HEADER_V1,
+    HEADER_V2,
     SYNTAX,
     Activation,
     ColorFormat,
@@ -30,6 +31,7 @@ from coolchic_ref.syntax import (
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = (ROOT / "spec" / "bitstream-v1.md").read_text()
+SPEC_V2 = (ROOT / "spec" / "bitstream-v2.md").read_text()
 STREAMS = sorted((ROOT / "tests" / "conformance" / "streams").glob("*.cool")) + sorted(
     (ROOT / "tests" / "regressions").glob("*.cool")
 )
@@ -133,18 +135,38 @@ def test_table_matches_spec_3_2_and_3_3() -> None:
     assert elements == [], "fields of the table missing from spec 3.2"
 
 
-def test_header_size_formula_of_spec() -> None:
-    # spec 3.2: header_bytes = 30 + 3 * n_arm_layers + 4 * n_syn_layers + 8 * N
+@pytest.mark.parametrize("spec, table", [(SPEC, HEADER_V1), (SPEC_V2, HEADER_V2)], ids=["v1", "v2"])
+def test_header_size_formula_of_spec(spec: str, table) -> None:
+    # spec 3.2: header_bytes = 30 + 3 * n_arm_layers + 4 * n_syn_layers + 8 * N (v2: 31 + ...)
     formula = re.search(
         r"`header_bytes = (?:p \+ 14 \+ 8N = )?(\d+) \+ (\d+) \* n_arm_layers \+ (\d+) \* "
         r"n_syn_layers \+ (\d+) \* N`",
-        SPEC,
+        spec,
     )
     base, arm, syn, grid = (int(x) for x in formula.groups())
     for n_arm, n_syn, n_grids in [(1, 1, 1), (5, 8, 7), (0, 0, 0), (255, 255, 255)]:
         counts = {"n_arm_layers": n_arm, "n_syn_layers": n_syn, "n_grids": n_grids}
         expected = base + arm * n_arm + syn * n_syn + grid * n_grids
-        assert HEADER_V1.header_bytes(counts) == expected
+        assert table.header_bytes(counts) == expected
+
+
+def test_v2_table_matches_spec_v2_3_2() -> None:
+    """bitstream-v2.md 3.2: version 2, `cross_grids` (u8, 0..6) at offset 16, then the
+    version-1 fields in their order, one byte later."""
+    section = SPEC_V2[SPEC_V2.index("### 3.2") : SPEC_V2.index("### 3.3")]
+    rows = {row[1].strip("`"): row for row in table_rows(section) if len(row) == 5}
+    offset, _, kind, allowed, _ = rows["cross_grids"]
+    field = HEADER_V2.field("cross_grids")
+    assert (field.offset, field.fmt) == (int(offset), TYPES[kind])
+    assert field.limits == spec_range(allowed.split(",")[0])
+    assert HEADER_V2.field("version").limits == spec_range(rows["version"][3])
+    v1_names = [e.name for e in HEADER_V1.elements]
+    v2_names = [e.name for e in HEADER_V2.elements]
+    at = v1_names.index("n_syn_layers") + 1
+    assert v2_names == v1_names[:at] + ["cross_grids"] + v1_names[at:]
+    for name, f in HEADER_V1.fixed.items():
+        if name != "version":
+            assert HEADER_V2.field(name) == f
 
 
 def test_fixed_offsets() -> None:
@@ -168,8 +190,10 @@ def test_fixed_offsets() -> None:
 def test_versions() -> None:
     assert SYNTAX[1] is HEADER_V1 and syntax_table(1) is HEADER_V1
     assert HEADER_V1.field("version").limits == (1, 1)
-    with pytest.raises(StreamError, match="unsupported version 2"):
-        syntax_table(2)
+    assert SYNTAX[2] is HEADER_V2 and syntax_table(2) is HEADER_V2
+    assert HEADER_V2.field("version").limits == (2, 2)
+    with pytest.raises(StreamError, match="unsupported version 3"):
+        syntax_table(3)
 
 
 @pytest.mark.parametrize("path", STREAMS, ids=lambda p: p.name)

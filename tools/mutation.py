@@ -576,9 +576,9 @@ MUTANTS: list[Mutant] = [
             ),
             _r(
                 "latents.py",
-                '            words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)\n',
-                "            data = bytes(substreams[g])\n"
-                '            words = np.frombuffer(data[: len(data) // 4 * 4], dtype="<u4")'
+                '        words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)\n',
+                "        data = bytes(substreams[g])\n"
+                '        words = np.frombuffer(data[: len(data) // 4 * 4], dtype="<u4")'
                 ".astype(np.uint32)\n",
             ),
         ),
@@ -763,8 +763,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                '            words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)\n',
-                '            words = np.frombuffer(substreams[g], dtype=">u4").astype(np.uint32)\n',
+                '        words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)\n',
+                '        words = np.frombuffer(substreams[g], dtype=">u4").astype(np.uint32)\n',
             ),
         ),
     ),
@@ -775,8 +775,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                '            words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)\n',
-                '            words = np.frombuffer(substreams[g], dtype="<u4")[::-1]'
+                '        words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)\n',
+                '        words = np.frombuffer(substreams[g], dtype="<u4")[::-1]'
                 ".astype(np.uint32)\n",
             ),
         ),

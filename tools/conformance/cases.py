@@ -509,7 +509,12 @@ INVALID_CASES: list[InvalidCase] = [
         "not a coolchic-ref stream",
     ),
     InvalidCase(
-        "reject-version-2", "Version 2.", INVALID_BASE, "_version_2", 2, "unsupported version"
+        "reject-version-3",
+        "Version 3 (this decoder reads 1 and 2).",
+        INVALID_BASE,
+        "_version_3",
+        2,
+        "unsupported version",
     ),
     InvalidCase(
         "reject-truncated-header",

@@ -171,8 +171,10 @@ def bad_magic(data: bytes) -> bytes:
     return set_field(data, "magic", b"CCRG")
 
 
-def version_2(data: bytes) -> bytes:
-    return set_field(data, "version", 2)
+def version_3(data: bytes) -> bytes:
+    # Version 2 was the first unknown version until the decoder learnt to read it; the
+    # stream keeps its number, 202, and tests the first version no decoder reads.
+    return set_field(data, "version", 3)
 
 
 def cut_in_header(data: bytes) -> bytes:
@@ -282,7 +284,7 @@ CODEC_EDITS: dict[str, Callable[[IntegerCodec], None]] = _by_recipe_name(
 STREAM_EDITS: dict[str, Callable[[bytes], bytes]] = _by_recipe_name(declare_grid1_alphabet)
 INVALID_EDITS: dict[str, Callable[[bytes], bytes]] = _by_recipe_name(
     bad_magic,
-    version_2,
+    version_3,
     cut_in_header,
     eight_grids,
     syn_mac_over_limit,
