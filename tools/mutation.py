@@ -1056,6 +1056,121 @@ MUTANTS: list[Mutant] = [
             ),
         ),
     ),
+    # --- version 2: the cross-grid context (bitstream-v2.md 5.2a) ---
+    Mutant(
+        "v2-cross-rounded-position",
+        "v2 5.2a",
+        "the co-located coarse position rounded to nearest, (y + 2^(k-1)) >> k",
+        (
+            _r(
+                "latents.py",
+                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
+                "half = 1 << (k - 1)\n"
+                "            top, right = coarse.shape[0] - 1, coarse.shape[1] - 1\n"
+                "            cross[k - 1] = coarse[\n"
+                "                np.minimum((rows + half) >> k, top)[:, None],\n"
+                "                np.minimum((cols + half) >> k, right)[None, :],\n"
+                "            ] << ARM_FRAC\n",
+            ),
+        ),
+        versions=(2,),
+    ),
+    Mutant(
+        "v2-cross-next-grid-only",
+        "v2 5.2a",
+        "every cross-grid value taken from the next coarser grid g + 1",
+        (
+            _r(
+                "latents.py",
+                "            coarse = grids[level + k]\n",
+                "            coarse = grids[level + 1]\n",
+            ),
+            _r(
+                "latents.py",
+                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
+                "cross[k - 1] = coarse[(rows >> 1)[:, None], (cols >> 1)[None, :]] << ARM_FRAC\n",
+            ),
+        ),
+        versions=(2,),
+    ),
+    Mutant(
+        "v2-cross-not-q8",
+        "v2 5.2a",
+        "cross-grid values as plain latents, without the << ARM_FRAC",
+        (
+            _r(
+                "latents.py",
+                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
+                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]]\n",
+            ),
+        ),
+        versions=(2,),
+    ),
+    Mutant(
+        "v2-cross-missing-grid-repeats-coarsest",
+        "v2 5.2a",
+        "past the coarsest grid the coarsest grid's value is used instead of 0",
+        (
+            _r(
+                "latents.py",
+                "        if level + k < len(grids):\n            coarse = grids[level + k]\n",
+                "        if True:\n            kk = min(k, len(grids) - 1 - level)\n"
+                "            if kk == 0:\n                continue\n"
+                "            coarse = grids[level + kk]\n",
+            ),
+            _r(
+                "latents.py",
+                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
+                "cross[k - 1] = coarse[(rows >> kk)[:, None], (cols >> kk)[None, :]] << ARM_FRAC\n",
+            ),
+        ),
+        versions=(2,),
+    ),
+    Mutant(
+        "v2-cross-before-spatial",
+        "v2 5.2a",
+        "the cross-grid values come first in the ARM input, the spatial context after",
+        (
+            _r(
+                "latents.py",
+                "            gather_contexts(\n                buf_a, d, y0, n, r,",
+                "            gather_contexts(\n"
+                "                buf_a[cross.shape[0] :], d, y0, n, r,",
+            ),
+            _r(
+                "latents.py",
+                "                gather_cross(buf_a, ctx_dy.shape[0], cross, d, y0, n, r)\n",
+                "                gather_cross(buf_a, 0, cross, d, y0, n, r)\n",
+            ),
+        ),
+        versions=(2,),
+    ),
+    Mutant(
+        "v2-fine-to-coarse",
+        "v2 5.1",
+        "grids decoded finest first, so the coarser grids are still zero when read",
+        (
+            _r(
+                "syntax.py",
+                "        return tuple(reversed(levels)) if self.cross_grids else tuple(levels)\n",
+                "        return tuple(levels)\n",
+            ),
+        ),
+        versions=(2,),
+    ),
+    Mutant(
+        "v2-cross-grids-unbounded",
+        "v2 3.2, 9 rule 4",
+        "cross_grids > n_grids - 1 accepted (the missing grids read as 0)",
+        (
+            _r(
+                "syntax.py",
+                '            cross_grids <= v["n_grids"] - 1,\n',
+                "            True,\n",
+            ),
+        ),
+        versions=(2,),
+    ),
 ]
 
 EQUIVALENT: list[Mutant] = [
