@@ -70,6 +70,7 @@ from tools.conformance.gap_cases import (
     GapInvalidCase,
 )
 from tools.conformance.reading import read_codec, stream_layout
+from tools.conformance.v2_cases import V2_ENCODER_CASES, V2_GENERATOR_CASES, V2_INVALID_CASES
 
 if TYPE_CHECKING:
     from coolchic_ref.encoder.image_io import Picture
@@ -172,6 +173,8 @@ def encode_case(case: EncoderCase) -> tuple[bytes, list[np.ndarray]]:
     options = dict(case.options)
     lmbda = options.pop("lmbda")
     preset = options.pop("preset")
+    # Streams 101-106 were made before version 2 existed: their recipes name no version.
+    options.setdefault("version", 1)
     result = encode(case_picture(case), lmbda=lmbda, preset=preset, **options)
     return result.stream, result.planes
 
@@ -315,35 +318,48 @@ def build_suite(
     directory: Path, reencode: Iterable[str] = (), encoder: bool = True, log=print
 ) -> list[Built]:
     """Every stream of the suite, in manifest order. `reencode`: slugs of the encoder-made
-    streams to encode again although they exist ("all" for every one)."""
+    streams to encode again although they exist ("all" for every one).
+
+    Version 1: 001- generator (gap cases numbered from 050 by their own `number`), 101-
+    encoder, 201- invalid. Version 2 (spec/bitstream-v2.md): 301-, 351-, 371-.
+    """
     reencode = set(reencode)
-    built: list[Built] = []
-    number = 1
-    for case in ALL_GENERATOR_CASES:
-        number = getattr(case, "number", number)
-        start = time.perf_counter()
-        built.append(build_generator(case, number))
-        seconds = time.perf_counter() - start
-        log(f"  {built[-1].name}: {len(built[-1].data)} bytes ({seconds:.1f} s)")
-        number += 1
     existing = _existing_streams(directory)
-    number = 101
-    for case in ENCODER_CASES:
-        path, recipe = existing.get(case.slug, (None, None))
-        if not encoder and path is None:
-            log(f"  {case.slug}: skipped (no committed stream and --no-encoder)")
-            continue
-        again = "all" in reencode or case.slug in reencode
+    built: list[Built] = []
+
+    def timed(make, *args) -> None:
         start = time.perf_counter()
-        built.append(build_encoder(case, number, path, recipe, again))
+        built.append(make(*args))
         seconds = time.perf_counter() - start
         log(f"  {built[-1].name}: {len(built[-1].data)} bytes ({seconds:.1f} s)")
-        number += 1
-    bases = {b.name.split("-", 1)[1]: b.data for b in built}
-    number = 201
-    for case in ALL_INVALID_CASES:
-        built.append(build_invalid(case, number, bases))
-        number += 1
+
+    def generators(cases, number: int) -> None:
+        for case in cases:
+            number = getattr(case, "number", number)
+            timed(build_generator, case, number)
+            number += 1
+
+    def encoders(cases, number: int) -> None:
+        for case in cases:
+            path, recipe = existing.get(case.slug, (None, None))
+            if not encoder and path is None:
+                log(f"  {case.slug}: skipped (no committed stream and --no-encoder)")
+                continue
+            again = "all" in reencode or case.slug in reencode
+            timed(build_encoder, case, number, path, recipe, again)
+            number += 1
+
+    def invalids(cases, first: int) -> None:
+        bases = {b.name.split("-", 1)[1]: b.data for b in built}
+        for number, case in enumerate(cases, start=first):
+            built.append(build_invalid(case, number, bases))
+
+    generators(ALL_GENERATOR_CASES, 1)
+    encoders(ENCODER_CASES, 101)
+    invalids(ALL_INVALID_CASES, 201)
+    generators(V2_GENERATOR_CASES, 301)
+    encoders(V2_ENCODER_CASES, 351)
+    invalids(V2_INVALID_CASES, 371)
     return built
 
 
@@ -379,7 +395,7 @@ def missing_features(built: list[Built]) -> set[str]:
 def manifest_text(built: list[Built], reason: str) -> str:
     manifest = {
         "suite": "coolchic-ref conformance suite",
-        "bitstream_version": 1,
+        "bitstream_version": 1,  # of streams 001-299; 301-399 are version 2 (byte 4)
         "manifest_format": MANIFEST_FORMAT,
         "generated_by": "tools/make_conformance.py",
         "reason": reason,

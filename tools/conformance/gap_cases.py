@@ -1023,7 +1023,7 @@ GAP_GENERATOR_CASES.sort(key=lambda case: case.number)
 class StreamParts:
     """A stream's fields (spec 3.2), parameters (4.3) and substreams (5.1), editable."""
 
-    head: bytearray  # magic .. n_syn_layers (16 bytes)
+    head: bytearray  # magic .. n_syn_layers (16 bytes), v2: .. cross_grids (17 bytes)
     arm_layers: list[list[int]]  # [out, type, act]
     syn_layers: list[list[int]]  # [out, kernel, type, act]
     quant: list[int]  # the 10 shift / order bytes
@@ -1039,6 +1039,11 @@ class StreamParts:
     def dim_arm(self) -> int:
         return context_size(self.head[12])
 
+    @property
+    def arm_inputs(self) -> int:
+        """Inputs of the first ARM layer: v2 adds the `cross_grids` values (v2 5.2a)."""
+        return self.dim_arm + (self.head[16] if len(self.head) > 16 else 0)
+
 
 def _read_egk(bits: str, pos: int, k: int) -> tuple[int, int]:
     zeros = bits.index("1", pos) - pos
@@ -1049,9 +1054,9 @@ def _read_egk(bits: str, pos: int, k: int) -> tuple[int, int]:
 
 def split_stream(data: bytes) -> StreamParts:
     """The parts of a valid stream (read as spec 3-5 define them)."""
-    head = bytearray(data[:16])
+    head = bytearray(data[: 17 if data[4] >= 2 else 16])  # v2: cross_grids at offset 16
     n_grids, n_arm, n_syn = head[11], head[14], head[15]
-    pos = 16
+    pos = len(head)
     arm_layers = [list(data[pos + 3 * i : pos + 3 * i + 3]) for i in range(n_arm)]
     pos += 3 * n_arm
     syn_layers = [list(data[pos + 4 * i : pos + 4 * i + 4]) for i in range(n_syn)]
@@ -1073,7 +1078,7 @@ def split_stream(data: bytes) -> StreamParts:
             out.append(value)
         return np.array(out, dtype=np.int64)
 
-    arm, c_in = [], context_size(head[12])
+    arm, c_in = [], context_size(head[12]) + (head[16] if len(head) > 16 else 0)
     for out, _, _ in arm_layers:
         arm.append([values(out * c_in, quant[2]).reshape(out, c_in), values(out, quant[3])])
         c_in = out

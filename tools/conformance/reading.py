@@ -27,7 +27,7 @@ from coolchic_ref.encoder.bitstream import (
     wavefront_order,
 )
 from coolchic_ref.encoder.format import LayerKind
-from coolchic_ref.syntax import HEADER_V1, Located
+from coolchic_ref.syntax import HEADER_V1, SYNTAX, Located, SyntaxTable
 
 EGK_NAMES = ("arm_w_egk", "arm_b_egk", "ups_egk", "syn_w_egk", "syn_b_egk")
 
@@ -70,15 +70,22 @@ class StreamLayout:
         return {name[: -len("_egk")]: self.values[name] for name in EGK_NAMES}
 
 
+def syntax_of(data: bytes) -> SyntaxTable:
+    """The syntax table of the stream's version (version 1 for an unknown one, so that
+    invalid streams with a broken version byte can still be laid out)."""
+    return SYNTAX.get(data[4] if len(data) > 4 else 1, HEADER_V1)
+
+
 def stream_layout(data: bytes) -> StreamLayout:
     """The layout of `data` from the syntax table (its header must be complete)."""
-    values = HEADER_V1.read(data)
-    header_bytes = HEADER_V1.header_size(data)
+    table = syntax_of(data)
+    values = table.read(data)
+    header_bytes = table.header_size(data)
     offsets, offset = [], header_bytes + values["weights_bytes"]
     for grid in values["grid"]:
         offsets.append(offset)
         offset += grid["substream_bytes"]
-    fields = {located.name: located for located in HEADER_V1.locate(data)}
+    fields = {located.name: located for located in table.locate(data)}
     return StreamLayout(values, fields, header_bytes, offsets)
 
 
@@ -144,12 +151,20 @@ def _decode_grid(
     diagonal = x_all + (r + 1) * y_all
     bounds = np.flatnonzero(np.diff(diagonal)) + 1
     offsets = im.context_offsets(r)
+    # v2 5.2a: the coarser grids are decoded already (read_codec goes coarsest first).
+    coarser = [
+        codec.latents[level + k] if level + k < len(codec.latents) else None
+        for k in range(1, codec.cross_grids + 1)
+    ]
     for ys, xs in zip(np.split(y_all, bounds), np.split(x_all, bounds), strict=True):
-        contexts = np.zeros((len(offsets), ys.size), dtype=np.int64)
+        contexts = np.zeros((len(offsets) + len(coarser), ys.size), dtype=np.int64)
         for j, (dy, dx) in enumerate(offsets):
             yy, xx = ys + dy, xs + dx
             inside = (yy >= 0) & (xx >= 0) & (xx < width)
             contexts[j, inside] = latent[yy[inside], xx[inside]]
+        for k, grid in enumerate(coarser, start=1):
+            if grid is not None:
+                contexts[len(offsets) + k - 1] = grid[ys >> k, xs >> k]
         mu, log_scale = im.run_arm(codec, contexts)
         cdf = im.laplace_cdf_table(mu, log_scale, latent_min, alphabet)
         probabilities = (np.diff(cdf, axis=1) - 1).astype(np.float64)
@@ -188,7 +203,9 @@ def read_codec(data: bytes) -> IntegerCodec:
         return weights
 
     r = v["n_ctx_rowcol"]
-    arm_weights = layers_weights(arm_layers, context_size(r), v["arm_w_egk"], v["arm_b_egk"], False)
+    cross_grids = v.get("cross_grids", 0)  # v2 only
+    arm_inputs = context_size(r) + cross_grids
+    arm_weights = layers_weights(arm_layers, arm_inputs, v["arm_w_egk"], v["arm_b_egk"], False)
     taps = bits.values(v["ups_half_taps"], v["ups_egk"])
     syn_weights = layers_weights(syn_layers, v["n_grids"], v["syn_w_egk"], v["syn_b_egk"], True)
     if -(-bits.pos // 8) != layout.weights_bytes or bits.read(len(bits.bits) - bits.pos) != 0:
@@ -210,9 +227,13 @@ def read_codec(data: bytes) -> IntegerCodec:
         ups_shift=v["ups_shift"],
         syn_w_shift=v["syn_w_shift"],
         syn_b_shift=v["syn_b_shift"],
-        latents=[],
+        latents=[None] * v["n_grids"],
+        version=v["version"],
+        cross_grids=cross_grids,
     )
-    for level, grid in enumerate(layout.grids):
+    # Coarsest first: in v2 a grid's context reads the coarser grids (v2 5.1).
+    for level in reversed(range(v["n_grids"])):
+        grid = layout.grids[level]
         offset, low, size = (
             layout.substream_offsets[level],
             grid["latent_min"],
@@ -220,10 +241,10 @@ def read_codec(data: bytes) -> IntegerCodec:
         )
         alphabet = grid["latent_max"] - low + 1
         if alphabet == 1:
-            codec.latents.append(np.full(grid_shape(codec.height, codec.width, level), low))
+            codec.latents[level] = np.full(grid_shape(codec.height, codec.width, level), low)
             continue
         words = np.frombuffer(data[offset : offset + size], dtype="<u4")
-        codec.latents.append(_decode_grid(codec, level, words, low, alphabet))
+        codec.latents[level] = _decode_grid(codec, level, words, low, alphabet)
     if layout.substream_offsets[-1] + layout.grids[-1]["substream_bytes"] != len(data):
         raise ValueError("stream length differs from the sum of its sections")
     return codec
