@@ -170,7 +170,10 @@ def encode(
     or a Picture. lmbda: rate weight of the loss MSE + lmbda * bpp (MSE in [0, 1]
     units). preset: instant, faster, fast, medium, slow, placebo. options: the other
     fields of `EncoderConfig` (op, layers_arm, layers_synthesis, n_ctx_rowcol,
-    upsampling_kernel_size, n_grids, n_itr, start_lr, n_train_loops, rdoq, seed, device).
+    upsampling_kernel_size, n_grids, version, cross_grids, n_itr, start_lr, n_train_loops,
+    rdoq, seed, device). version: the bitstream version, 2 (default) or 1; cross_grids:
+    v2's cross-grid context C (default: the operating point's, at most n_grids - 1;
+    version 1 has none).
     workdir: where logs and checkpoints go; resume: continue from its checkpoint.
     verify: run the closed-loop check with the reference decoder (default on).
     log: receives warnings; info: receives informative lines (the memory estimate).
@@ -193,6 +196,8 @@ def encode(
     for warning in picture.warnings:
         say(f"warning: {warning}")
     arch = config.resolve_architecture(picture.color_format.n_channels)
+    if arch.ups_per_level:
+        raise ValueError("ups_per_level is a training probe: no bitstream version codes it")
     schedule = config.resolve_preset()
     device = resolve_device(config.device)
     if check_memory:
@@ -233,6 +238,8 @@ def encode(
         "op": config.resolve_op(),
         "op_requested": config.op,
         "architecture": arch.describe(),
+        "bitstream_version": best.codec.version,
+        "cross_grids": best.codec.cross_grids,
         "device": device.type,
         "seed": config.seed,
         "iterations": schedule.total_itr,

@@ -1,11 +1,11 @@
-"""The encoder's stream writer (spec bitstream-v1.md, sections 3 to 5).
+"""The encoder's stream writer (spec bitstream-v1.md and bitstream-v2.md, sections 3 to 5).
 
 An `IntegerCodec` is the complete integer description of one stream: header
-values, quantized weights and latents. `write_stream` validates it against the
-spec's limits, picks the exp-Golomb orders, writes the header and the weights
-section, and entropy-codes each non-constant latent grid with constriction's
-rANS coder (`constriction.stream.stack.AnsCoder`, 24-bit precision), fed with
-the spec's exact integer frequency tables (section 5.4).
+values (the version included), quantized weights and latents. `write_stream`
+validates it against the spec's limits, picks the exp-Golomb orders, writes the
+header and the weights section, and entropy-codes each non-constant latent grid
+with constriction's rANS coder (`constriction.stream.stack.AnsCoder`, 24-bit
+precision), fed with the spec's exact integer frequency tables (section 5.4).
 
 NumPy and constriction only: no torch, so tests and tools can build streams
 without the deep-learning stack. This is an implementation independent of the
@@ -28,6 +28,7 @@ from .format import (
     MAGIC,
     MAX_ARM_LAYERS,
     MAX_BIT_DEPTH,
+    MAX_CROSS_GRIDS,
     MAX_EGK,
     MAX_GRIDS,
     MAX_LAYER_WIDTH,
@@ -43,12 +44,16 @@ from .format import (
     MAX_WEIGHTS_BYTES,
     MIN_BIT_DEPTH,
     SYN_KERNELS,
-    VERSION,
+    VERSION_V1,
+    VERSION_V2,
+    VERSIONS,
     ColorFormat,
     LayerKind,
     context_size,
     grid_shape,
+    header_bytes,
     max_arm_b_shift,
+    max_cross_grids,
     max_syn_b_shift,
 )
 
@@ -82,6 +87,12 @@ class IntegerCodec:
     biases Q`arm_b_shift`, upsampling taps Q`ups_shift`, synthesis weights
     Q`syn_w_shift`, synthesis biases Q`syn_b_shift`. Latents are integers in
     [-32768, 32767]; grid g has shape (ceil(H / 2^g), ceil(W / 2^g)).
+
+    `version` is the stream's version (1 or 2). It defaults to 1 so that a codec
+    built without it (random codecs, the conformance tools) writes the v1 stream it
+    always wrote; the encoder passes the version it was asked for. `cross_grids` is
+    v2's C (0 in v1): the first ARM layer has `arm_inputs = dim_arm + C` inputs, the
+    spatial context first (v2 5.2a).
     """
 
     color_format: ColorFormat  # validate_codec rejects a value outside ColorFormat
@@ -100,6 +111,8 @@ class IntegerCodec:
     syn_w_shift: int
     syn_b_shift: int
     latents: list[np.ndarray]
+    version: int = VERSION_V1
+    cross_grids: int = 0
 
     @property
     def n_grids(self) -> int:
@@ -111,7 +124,13 @@ class IntegerCodec:
 
     @property
     def dim_arm(self) -> int:
+        """Spatial context size 2 r (r + 1) (spec 5.2), without the cross-grid inputs."""
         return context_size(self.n_ctx_rowcol)
+
+    @property
+    def arm_inputs(self) -> int:
+        """Inputs of the first ARM layer: dim_arm + cross_grids (v2 3.3, 5.2a)."""
+        return self.dim_arm + self.cross_grids
 
 
 def parse_layers(text: str) -> list[LayerDesc]:
@@ -207,11 +226,28 @@ def validate_codec(codec: IntegerCodec) -> None:
         codec.width * codec.height <= MAX_PIXELS,
         f"picture {codec.width}x{codec.height} exceeds {MAX_PIXELS} samples",
     )
+    _require(
+        codec.version in VERSIONS,
+        f"version = {codec.version!r}: this encoder writes versions {VERSIONS}",
+    )
     _in_range(len(codec.latents), 1, MAX_GRIDS, "number of grids")
     _in_range(codec.n_ctx_rowcol, 1, MAX_N_CTX_ROWCOL, "n_ctx_rowcol")
+    if codec.version == VERSION_V1:
+        _require(
+            codec.cross_grids == 0,
+            f"cross_grids = {codec.cross_grids!r}: version 1 streams have no cross-grid "
+            "context (version 2 has)",
+        )
+    else:
+        _in_range(
+            codec.cross_grids,
+            0,
+            max_cross_grids(codec.version, len(codec.latents)),
+            f"cross_grids (at most {MAX_CROSS_GRIDS} and n_grids - 1)",
+        )
     n_taps = len(np.asarray(codec.ups_taps).reshape(-1))
     _in_range(n_taps, 1, MAX_UPS_TAPS, "number of upsampling taps")
-    mac_arm = _check_layers(codec.arm_layers, codec.dim_arm, MAX_ARM_LAYERS, "ARM", ARM_KERNELS)
+    mac_arm = _check_layers(codec.arm_layers, codec.arm_inputs, MAX_ARM_LAYERS, "ARM", ARM_KERNELS)
     mac_syn = _check_layers(
         codec.syn_layers, codec.n_grids, MAX_SYN_LAYERS, "synthesis", SYN_KERNELS
     )
@@ -231,7 +267,7 @@ def validate_codec(codec: IntegerCodec) -> None:
     _in_range(codec.syn_b_shift, 0, max_syn_b_shift(codec.syn_w_shift), "syn_b_shift")
 
     for what, layers, weights, first_in, conv in (
-        ("ARM", codec.arm_layers, codec.arm_weights, codec.dim_arm, False),
+        ("ARM", codec.arm_layers, codec.arm_weights, codec.arm_inputs, False),
         ("synthesis", codec.syn_layers, codec.syn_weights, codec.n_grids, True),
     ):
         _require(
@@ -408,19 +444,17 @@ def _layer_bytes(layers: list[LayerDesc], with_kernel: bool) -> bytes:
     return data
 
 
-def write_stream(codec: IntegerCodec) -> bytes:
-    """Validate `codec` and return the complete stream (spec 3.1)."""
-    validate_codec(codec)
-    weights, orders = _weights_section(codec)
-    _require(
-        1 <= len(weights) <= MAX_WEIGHTS_BYTES,
-        f"weights section of {len(weights)} bytes exceeds {MAX_WEIGHTS_BYTES}",
-    )
-    substreams = [encode_grid(codec, level) for level in range(codec.n_grids)]
+def _header(
+    codec: IntegerCodec, orders: _Orders, weights_bytes: int, substreams: list[bytes]
+) -> bytes:
+    """The header (spec 3.2 of v1 and v2): the one place that knows its layout.
 
+    Version 2 is version 1 with one u8, cross_grids, inserted after n_syn_layers
+    (offset 16); every later field moves one byte up.
+    """
     header = MAGIC + struct.pack(
         "<BBBHHBBBBB",
-        VERSION,
+        codec.version,
         codec.color_format,
         codec.bit_depth,
         codec.width,
@@ -431,6 +465,8 @@ def write_stream(codec: IntegerCodec) -> bytes:
         len(codec.arm_layers),
         len(codec.syn_layers),
     )
+    if codec.version >= VERSION_V2:
+        header += bytes([codec.cross_grids])
     header += _layer_bytes(codec.arm_layers, with_kernel=False)
     header += _layer_bytes(codec.syn_layers, with_kernel=True)
     header += bytes(
@@ -447,11 +483,26 @@ def write_stream(codec: IntegerCodec) -> bytes:
             orders.syn_b,
         ]
     )
-    header += struct.pack("<I", len(weights))
+    header += struct.pack("<I", weights_bytes)
     for latent, substream in zip(codec.latents, substreams, strict=True):
         latent = np.asarray(latent)
         _require(len(substream) < 1 << 32, "substream longer than 2^32 - 1 bytes")
         header += struct.pack("<hhI", int(latent.min()), int(latent.max()), len(substream))
-    expected = 30 + 3 * len(codec.arm_layers) + 4 * len(codec.syn_layers) + 8 * codec.n_grids
+    expected = header_bytes(
+        codec.version, len(codec.arm_layers), len(codec.syn_layers), codec.n_grids
+    )
     assert len(header) == expected, (len(header), expected)
+    return header
+
+
+def write_stream(codec: IntegerCodec) -> bytes:
+    """Validate `codec` and return the complete stream (spec 3.1), of `codec.version`."""
+    validate_codec(codec)
+    weights, orders = _weights_section(codec)
+    _require(
+        1 <= len(weights) <= MAX_WEIGHTS_BYTES,
+        f"weights section of {len(weights)} bytes exceeds {MAX_WEIGHTS_BYTES}",
+    )
+    substreams = [encode_grid(codec, level) for level in range(codec.n_grids)]
+    header = _header(codec, orders, len(weights), substreams)
     return header + weights + b"".join(substreams)

@@ -23,8 +23,10 @@ from typing import Any
 
 import click
 
+from .format import DEFAULT_VERSION, MAX_CROSS_GRIDS, VERSIONS
 from .image_io import InputError
 from .presets import (
+    DEFAULT_CROSS_GRIDS,
     DEFAULT_OP,
     DEFAULT_PRESET,
     OP_NAMES,
@@ -226,6 +228,26 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="Number of latent grids (1..7).",
 )
 @click.option(
+    "--bitstream-version",
+    "--bitstream_version",
+    "version",
+    type=click.Choice([str(v) for v in VERSIONS]),
+    default=str(DEFAULT_VERSION),
+    show_default=True,
+    help="Bitstream version to write: 2 (spec bitstream-v2.md: v1 plus the cross-grid "
+    "ARM context) or 1 (spec bitstream-v1.md, no cross-grid context).",
+)
+@click.option(
+    "--cross-grids",
+    "--cross_grids",
+    "cross_grids",
+    type=click.IntRange(0, MAX_CROSS_GRIDS),
+    help="Version 2 only: the ARM of each grid also sees the co-located latents of the "
+    f"next N coarser grids (0..{MAX_CROSS_GRIDS}, at most n_grids - 1; default: "
+    f"{DEFAULT_CROSS_GRIDS}, or n_grids - 1 if fewer grids). An error with "
+    "--bitstream-version 1.",
+)
+@click.option(
     "--n_ft_per_res",
     "--n-ft-per-res",
     "n_ft_per_res",
@@ -275,6 +297,8 @@ def encode_command(
     n_ctx_rowcol: int | None,
     upsampling_kernel_size: int | None,
     n_grids: int | None,
+    version: str,
+    cross_grids: int | None,
     n_ft_per_res: str,
     workdir: Path | None,
     resume: bool,
@@ -299,6 +323,11 @@ def encode_command(
         )
     if resume and workdir is None:
         raise click.UsageError("--resume needs --workdir (where the checkpoint is)")
+    if cross_grids is not None and int(version) == 1:
+        raise click.UsageError(
+            "--cross-grids: bitstream version 1 has no cross-grid context "
+            "(use --bitstream-version 2)"
+        )
     _check_output(output)
     if json_path is not None:
         _check_output(json_path)
@@ -330,6 +359,8 @@ def encode_command(
                 n_ctx_rowcol=n_ctx_rowcol,
                 upsampling_kernel_size=upsampling_kernel_size,
                 n_grids=n_grids,
+                version=int(version),
+                cross_grids=cross_grids,
                 device=device,
                 seed=seed,
                 progress=bar,
@@ -374,5 +405,6 @@ def encode_command(
         f"wrote {output}: {len(result.stream)} bytes, {result.bpp:.4f} bpp, "
         f"PSNR {result.psnr:.2f} dB, {result.mac_per_pixel:.0f} MAC/pixel, "
         f"{result.seconds:.1f} s ({result.width}x{result.height}, preset {preset}, "
-        f"op {result.details['op']}, lambda {lmbda:g})"
+        f"op {result.details['op']}, lambda {lmbda:g}, "
+        f"bitstream v{result.details['bitstream_version']})"
     )

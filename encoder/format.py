@@ -1,4 +1,5 @@
-"""Facts of the coolchic-ref v1 format that the encoder relies on (spec bitstream-v1.md).
+"""Facts of the coolchic-ref format that the encoder relies on (spec bitstream-v1.md,
+bitstream-v2.md).
 
 The one place on the encoder side for the stream's constants, limits and coded
 choices: the writer (`bitstream.py`), the integer simulation (`integer_model.py`),
@@ -15,7 +16,10 @@ from __future__ import annotations
 from enum import IntEnum
 
 MAGIC = b"CCRF"
-VERSION = 1
+VERSION_V1 = 1  # spec bitstream-v1.md
+VERSION_V2 = 2  # spec bitstream-v2.md: v1 + the cross-grid ARM context
+VERSIONS = (VERSION_V1, VERSION_V2)  # the versions this encoder writes
+DEFAULT_VERSION = VERSION_V2  # what the encoder writes unless told otherwise
 
 # ----------------------------------------------------------------------------- limits (3.2-3.4)
 
@@ -34,6 +38,7 @@ ARM_KERNELS = (1,)
 SYN_KERNELS = (1, 3, 5, 7)
 MAX_WEIGHTS_BYTES = 1 << 24
 MAX_EGK = 16  # exp-Golomb orders 0..16 (spec 4.2)
+MAX_CROSS_GRIDS = 6  # v2 header field cross_grids: 0..6 and at most n_grids - 1 (v2 3.2)
 
 # Weight formats (header fields of spec 3.2): an integer v stands for v / 2^shift.
 MAX_W_SHIFT = 16  # arm_w_shift and syn_w_shift
@@ -143,6 +148,30 @@ def context_offsets(n_ctx_rowcol: int) -> list[tuple[int, int]]:
 def context_size(n_ctx_rowcol: int) -> int:
     """Number of causal context positions, 2 r (r + 1) (spec 5.2)."""
     return 2 * n_ctx_rowcol * (n_ctx_rowcol + 1)
+
+
+def max_cross_grids(version: int, n_grids: int) -> int:
+    """Largest cross_grids C a stream of this version and grid count may declare: 0 for v1,
+    min(6, n_grids - 1) for v2 (v2 3.2)."""
+    if version == VERSION_V1:
+        return 0
+    return max(0, min(MAX_CROSS_GRIDS, n_grids - 1))
+
+
+# ----------------------------------------------------------------------------- header layout
+
+
+def header_fixed_bytes(version: int) -> int:
+    """Bytes of the header before the ARM layer descriptors: 16 in v1; 17 in v2, whose
+    u8 cross_grids sits at offset 16 (v2 3.2)."""
+    if version not in VERSIONS:
+        raise ValueError(f"unknown bitstream version {version!r} (choose from {VERSIONS})")
+    return 16 if version == VERSION_V1 else 17
+
+
+def header_bytes(version: int, n_arm_layers: int, n_syn_layers: int, n_grids: int) -> int:
+    """Length of the header (v1 3.2: 30 + 3A + 4S + 8N; v2 3.2: one byte more)."""
+    return header_fixed_bytes(version) + 3 * n_arm_layers + 4 * n_syn_layers + 14 + 8 * n_grids
 
 
 def tap_offset(k: int, odd_output: bool) -> int:

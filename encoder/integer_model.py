@@ -1,4 +1,5 @@
-"""The encoder's own simulation of the spec's integer decoding (bitstream-v1.md 2, 5-8).
+"""The encoder's own simulation of the spec's integer decoding (bitstream-v1.md 2, 5-8,
+with the cross-grid ARM context of bitstream-v2.md 5.2a).
 
 Vectorized NumPy int64. Where the spec says a value is an int32 that wraps
 (section 2.2), sums of products are computed exactly in a wider type and
@@ -142,11 +143,11 @@ def _finish_layer(
 
 
 # ---------------------------------------------------------------------------
-# ARM (spec 2.3, 5.2, 5.3)
+# ARM (spec 2.3, 5.2, 5.3; v2 5.2a)
 
 
 def arm_contexts(latent: np.ndarray, n_ctx_rowcol: int, rows: slice | None = None) -> np.ndarray:
-    """Context latents of every position, raster order: int64 (dim_arm, n_positions).
+    """Spatial context latents of every position, raster order: int64 (dim_arm, n_positions).
 
     Positions outside the grid contribute 0. `rows` restricts to a band of rows.
     """
@@ -167,8 +168,42 @@ def arm_contexts(latent: np.ndarray, n_ctx_rowcol: int, rows: slice | None = Non
     return out
 
 
+def cross_contexts(
+    latents: list[np.ndarray], grid_index: int, cross_grids: int, rows: slice | None = None
+) -> np.ndarray:
+    """Cross-grid context latents of grid `grid_index` (v2 5.2a): int64 (C, n_positions).
+
+    Row k - 1 (k = 1..C) holds, for each position (y, x) in raster order, the latent
+    of grid g + k at (y >> k, x >> k), or 0 where grid g + k does not exist (g + k > N - 1).
+    `rows` restricts to a band of rows of grid g.
+    """
+    height, width = np.asarray(latents[grid_index]).shape
+    rows = rows or slice(0, height)
+    ys = np.arange(rows.start, rows.stop)
+    xs = np.arange(width)
+    out = np.zeros((cross_grids, ys.size * width), dtype=np.int64)
+    for k in range(1, cross_grids + 1):
+        if grid_index + k < len(latents):
+            coarse = np.asarray(latents[grid_index + k], dtype=np.int64)
+            out[k - 1] = coarse[np.ix_(ys >> k, xs >> k)].reshape(-1)
+    return out
+
+
+def arm_inputs(codec: IntegerCodec, grid_index: int, rows: slice | None = None) -> np.ndarray:
+    """The ARM input latents of grid `grid_index`, raster order: int64 (arm_inputs, P).
+
+    The spatial context (spec 5.2), then the `cross_grids` cross-grid values (v2 5.2a),
+    not yet shifted to Q8 (`run_arm` does that). `rows` restricts to a band of rows.
+    """
+    spatial = arm_contexts(codec.latents[grid_index], codec.n_ctx_rowcol, rows)
+    if not codec.cross_grids:
+        return spatial
+    cross = cross_contexts(codec.latents, grid_index, codec.cross_grids, rows)
+    return np.concatenate([spatial, cross])
+
+
 def run_arm(codec: IntegerCodec, contexts: np.ndarray) -> np.ndarray:
-    """ARM outputs for context latents (dim_arm, P): int64 (2, P), Q8 (mu, log_scale)."""
+    """ARM outputs for input latents (arm_inputs, P): int64 (2, P), Q8 (mu, log_scale)."""
     x = np.asarray(contexts, dtype=np.int64) << ARM_FRAC
     for layer, (w, b) in zip(codec.arm_layers, codec.arm_weights, strict=True):
         bias = _bias_term(b, ARM_FRAC, codec.arm_w_shift, codec.arm_b_shift)
@@ -181,16 +216,16 @@ def arm_mu_log_scale(codec: IntegerCodec, grid_index: int) -> tuple[np.ndarray, 
     """(mu, log_scale) of every position of grid `grid_index`: int64 (h_g, w_g) each, Q8.
 
     The encoder knows every latent, so all positions are evaluated at once;
-    the values equal those a decoder computes in wavefront order.
+    the values equal those a decoder computes in wavefront order (v2: coarsest grid
+    first, which the encoder need not follow either).
     """
-    latent = np.asarray(codec.latents[grid_index], dtype=np.int64)
-    height, width = latent.shape
-    band = max(1, _BLOCK_ELEMENTS // max(1, width * codec.dim_arm))
+    height, width = np.asarray(codec.latents[grid_index]).shape
+    band = max(1, _BLOCK_ELEMENTS // max(1, width * codec.arm_inputs))
     mu = np.empty((height, width), dtype=np.int64)
     log_scale = np.empty((height, width), dtype=np.int64)
     for y0 in range(0, height, band):
         y1 = min(height, y0 + band)
-        out = run_arm(codec, arm_contexts(latent, codec.n_ctx_rowcol, slice(y0, y1)))
+        out = run_arm(codec, arm_inputs(codec, grid_index, slice(y0, y1)))
         mu[y0:y1] = out[0].reshape(y1 - y0, width)
         log_scale[y0:y1] = out[1].reshape(y1 - y0, width)
     return mu, log_scale

@@ -40,7 +40,7 @@ def units_per_pixel(arch: Architecture) -> float:
     its padded input). Elementwise steps (quantizer, rate, distortion) add about 30.
     """
     latent_share = sum(4.0**-g for g in range(arch.n_grids))
-    arm = arch.dim_arm + sum(layer.out_channels for layer in arch.arm_layers)
+    arm = arch.arm_inputs + sum(layer.out_channels for layer in arch.arm_layers)
     synthesis = float(arch.n_grids)
     c_in = arch.n_grids
     for layer in arch.syn_layers:

@@ -156,9 +156,18 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "medium"
 
 
+# Cross-grid context (bitstream v2) of every operating point: the ARM of grid g also sees
+# the co-located latents of grids g + 1 .. g + C. C = 3 everywhere for now, until the
+# ablation (tools/results/v2-ablation.md) tunes it per operating point.
+DEFAULT_CROSS_GRIDS = 3
+
+
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A named decoder architecture. `X` in a layer string is the number of channels."""
+    """A named decoder architecture. `X` in a layer string is the number of channels.
+
+    `cross_grids` applies to version-2 streams (capped at n_grids - 1); v1 has none.
+    """
 
     name: str
     layers_arm: str
@@ -166,6 +175,7 @@ class OperatingPoint:
     n_ctx_rowcol: int
     ups_half_taps: int = 4
     n_grids: int = 7
+    cross_grids: int = DEFAULT_CROSS_GRIDS
 
 
 OPERATING_POINTS: dict[str, OperatingPoint] = {
@@ -228,7 +238,11 @@ def describe_auto_rule() -> str:
 
 @dataclass
 class Architecture:
-    """Everything the header says about the decoder's networks."""
+    """Everything the header says about the decoder's networks (and the stream's version).
+
+    `version` defaults to 1, with `cross_grids` 0, so that an Architecture built without
+    them describes the v1 stream it always did; `EncoderConfig` sets both.
+    """
 
     arm_layers: list[LayerDesc]
     syn_layers: list[LayerDesc]
@@ -236,19 +250,31 @@ class Architecture:
     ups_half_taps: int
     n_grids: int
     cross_grids: int = 0  # v2: co-located latents of the next coarser grids in the ARM context
-    ups_per_level: bool = False  # v2: one upsampling filter per level
+    ups_per_level: bool = False  # probe only (not in any bitstream): one filter per level
+    version: int = fmt.VERSION_V1
 
     @property
     def dim_arm(self) -> int:
-        return context_size(self.n_ctx_rowcol) + self.cross_grids
+        """Spatial context size 2 r (r + 1), as the header's IntegerCodec.dim_arm."""
+        return context_size(self.n_ctx_rowcol)
+
+    @property
+    def arm_inputs(self) -> int:
+        """Inputs of the first ARM layer: dim_arm + cross_grids (v2 3.3)."""
+        return self.dim_arm + self.cross_grids
 
     def describe(self) -> str:
         arm = ",".join(layer.describe() for layer in self.arm_layers)
         syn = ",".join(layer.describe() for layer in self.syn_layers)
-        return (
+        text = (
             f"arm={arm} ctx={self.n_ctx_rowcol} synthesis={syn} "
             f"ups_taps={2 * self.ups_half_taps} grids={self.n_grids}"
         )
+        if self.version != fmt.VERSION_V1:
+            text += f" cross_grids={self.cross_grids} v{self.version}"
+        if self.ups_per_level:
+            text += " ups_per_level"
+        return text
 
 
 def parse_arm_layers(text: str) -> list[LayerDesc]:
@@ -297,7 +323,7 @@ def mac_per_pixel(
     """
     pixels = height * width
     coded_grids = coded_grids or [True] * arch.n_grids
-    c_in, mac_arm = arch.dim_arm, 0
+    c_in, mac_arm = arch.arm_inputs, 0
     for layer in arch.arm_layers:
         mac_arm += c_in * layer.out_channels
         c_in = layer.out_channels
@@ -332,7 +358,10 @@ class EncoderConfig:
     n_ctx_rowcol: int | None = None
     upsampling_kernel_size: int | None = None  # 2T
     n_grids: int | None = None
-    cross_grids: int = 0
+    # Bitstream version (1 or 2) and, for v2, the cross-grid context C (None: the
+    # operating point's, capped at n_grids - 1). Version 1 has no cross-grid context.
+    version: int = fmt.DEFAULT_VERSION
+    cross_grids: int | None = None
     ups_per_level: bool = False
     n_itr: int | None = None  # phase-1 iterations
     n_train_loops: int = 1
@@ -376,6 +405,7 @@ class EncoderConfig:
             if size % 2 or not 2 <= size <= 16:
                 raise ValueError(f"upsampling kernel size {size}: must be even, 2..16")
             n_taps = size // 2
+        n_grids = self.n_grids or op.n_grids
         arch = Architecture(
             arm_layers=parse_arm_layers(self.layers_arm or op.layers_arm),
             syn_layers=parse_synthesis_layers(
@@ -383,12 +413,39 @@ class EncoderConfig:
             ),
             n_ctx_rowcol=self.n_ctx_rowcol or op.n_ctx_rowcol,
             ups_half_taps=n_taps,
-            n_grids=self.n_grids or op.n_grids,
-            cross_grids=self.cross_grids,
+            n_grids=n_grids,
+            cross_grids=self.resolve_cross_grids(n_grids, op.cross_grids),
             ups_per_level=self.ups_per_level,
+            version=self.version,
         )
         check_architecture(arch, n_channels)
         return arch
+
+    def resolve_cross_grids(self, n_grids: int, op_default: int = DEFAULT_CROSS_GRIDS) -> int:
+        """The cross-grid count C for `n_grids` grids: 0 for version 1; for version 2 the
+        explicit `cross_grids`, or else the operating point's default capped at
+        n_grids - 1. ValueError for an explicit C the version or the grids cannot take."""
+        if self.version not in fmt.VERSIONS:
+            raise ValueError(
+                f"bitstream version {self.version!r}: must be one of "
+                f"{', '.join(map(str, fmt.VERSIONS))}"
+            )
+        if self.version == fmt.VERSION_V1:
+            if self.cross_grids:
+                raise ValueError(
+                    f"cross_grids {self.cross_grids}: bitstream version 1 has no cross-grid "
+                    "context (use version 2)"
+                )
+            return 0
+        limit = fmt.max_cross_grids(self.version, n_grids)
+        if self.cross_grids is None:
+            return min(op_default, limit)
+        if not 0 <= self.cross_grids <= limit:
+            raise ValueError(
+                f"cross_grids {self.cross_grids}: must be 0..{limit} with {n_grids} grids "
+                f"(at most {fmt.MAX_CROSS_GRIDS} and n_grids - 1)"
+            )
+        return self.cross_grids
 
 
 def check_architecture(arch: Architecture, n_channels: int) -> None:
@@ -397,6 +454,14 @@ def check_architecture(arch: Architecture, n_channels: int) -> None:
         raise ValueError(f"n_ctx_rowcol {arch.n_ctx_rowcol}: must be 1, 2 or 3")
     if not 1 <= arch.n_grids <= fmt.MAX_GRIDS:
         raise ValueError(f"n_grids {arch.n_grids}: must be 1..{fmt.MAX_GRIDS}")
+    if arch.version not in fmt.VERSIONS:
+        raise ValueError(f"bitstream version {arch.version}: must be one of {fmt.VERSIONS}")
+    limit = fmt.max_cross_grids(arch.version, arch.n_grids)
+    if not 0 <= arch.cross_grids <= limit:
+        raise ValueError(
+            f"cross_grids {arch.cross_grids}: must be 0..{limit} for version {arch.version} "
+            f"with {arch.n_grids} grids"
+        )
     if not 1 <= len(arch.arm_layers) <= fmt.MAX_ARM_LAYERS:
         raise ValueError(f"{len(arch.arm_layers)} ARM layers: must be 1..{fmt.MAX_ARM_LAYERS}")
     if not 1 <= len(arch.syn_layers) <= fmt.MAX_SYN_LAYERS:
@@ -408,7 +473,7 @@ def check_architecture(arch: Architecture, n_channels: int) -> None:
     if arch.syn_layers[-1].out_channels != n_channels:
         raise ValueError(f"the last synthesis layer must have {n_channels} outputs (use X)")
     for what, layers, c_in, kernels, limit in (
-        ("ARM", arch.arm_layers, arch.dim_arm, fmt.ARM_KERNELS, fmt.MAX_MAC_ARM),
+        ("ARM", arch.arm_layers, arch.arm_inputs, fmt.ARM_KERNELS, fmt.MAX_MAC_ARM),
         ("synthesis", arch.syn_layers, arch.n_grids, fmt.SYN_KERNELS, fmt.MAX_MAC_SYN),
     ):
         mac = 0

@@ -140,7 +140,13 @@ def _codec(
     taps: np.ndarray,
     syn: list,
 ) -> IntegerCodec:
-    """The IntegerCodec of these integer parameters for `model`'s picture and `arch`."""
+    """The IntegerCodec of these integer parameters for `model`'s picture and `arch`
+    (whose version and cross_grids it takes: the model must have been built for it)."""
+    if model.cross_grids != arch.cross_grids:
+        raise ValueError(
+            f"the model has {model.cross_grids} cross-grid inputs, the architecture "
+            f"{arch.cross_grids}"
+        )
     return IntegerCodec(
         color_format=model.color_format,
         bit_depth=bit_depth,
@@ -158,6 +164,8 @@ def _codec(
         syn_w_shift=shifts.syn_w,
         syn_b_shift=shifts.syn_b,
         latents=latents,
+        version=arch.version,
+        cross_grids=arch.cross_grids,
     )
 
 
@@ -276,7 +284,7 @@ class ModelStats:
 def model_stats(model: CoolChic, latents: list[torch.Tensor]) -> ModelStats:
     """Per-layer magnitudes of the float model run on the integer latents."""
     arm_stats = []
-    x = arm_contexts(latents, model.n_ctx_rowcol)
+    x = arm_contexts(latents, model.n_ctx_rowcol, model.cross_grids)
     for layer, w, b in zip(model.arm.layers, model.arm.weights, model.arm.biases, strict=True):
         x_abs = x.abs()
         arm_stats.append(

@@ -8,6 +8,12 @@ mostly not saturated. `extreme=True` instead puts weights, biases and taps at
 +-32767/-32768 and latents at the int16 extremes, with shifts anywhere in their
 allowed ranges, to exercise int32 wrap-around and clipping.
 
+Codecs are version 1 unless `version=2` is asked for; a v1 codec is drawn with
+exactly the random numbers it always was (the committed conformance streams are
+rebuilt from their seeds), and a v2 codec draws its cross-grid count C (unless
+given) right after the number of grids, then everything as v1 does with an ARM of
+dim_arm + C inputs.
+
 NumPy only (no torch).
 """
 
@@ -30,11 +36,14 @@ from .format import (
     MAX_UPS_TAPS,
     MAX_W_SHIFT,
     SYN_KERNELS,
+    VERSION_V1,
+    VERSIONS,
     ColorFormat,
     LayerKind,
     context_size,
     grid_shape,
     max_arm_b_shift,
+    max_cross_grids,
     max_syn_b_shift,
 )
 
@@ -53,9 +62,9 @@ def _extreme_ints(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     return np.where(pick < 3, INT16_MAX, np.where(pick < 6, INT16_MIN, uniform)).astype(np.int64)
 
 
-def _random_arm(rng: np.random.Generator, dim_arm: int) -> list[LayerDesc]:
+def _random_arm(rng: np.random.Generator, arm_inputs: int) -> list[LayerDesc]:
     while True:
-        layers, in_channels = [], dim_arm
+        layers, in_channels = [], arm_inputs
         for _ in range(int(rng.integers(0, 3))):
             if rng.random() < 0.3:
                 out, kind = in_channels, LayerKind.RESIDUAL
@@ -65,7 +74,7 @@ def _random_arm(rng: np.random.Generator, dim_arm: int) -> list[LayerDesc]:
             in_channels = out
         last_act = "none" if rng.random() < 0.8 else str(rng.choice(ACTIVATIONS))
         layers.append(LayerDesc(2, 1, LayerKind.LINEAR, last_act))
-        if _mac(layers, dim_arm) <= MAX_MAC_ARM:
+        if _mac(layers, arm_inputs) <= MAX_MAC_ARM:
             return layers
 
 
@@ -128,6 +137,8 @@ def random_codec(
     extreme_latents: bool | None = None,
     constant_grids: Iterable[int] = (),
     shifts: dict[str, int] | None = None,
+    version: int = VERSION_V1,
+    cross_grids: int | None = None,
 ) -> IntegerCodec:
     """A random valid `IntegerCodec`; every argument left None is drawn from `rng`.
 
@@ -146,11 +157,22 @@ def random_codec(
       large alphabets make writing cost O(latents x K);
     - constant_grids: indices of grids whose latents are all equal (K = 1);
     - shifts: override any of arm_w_shift, arm_b_shift, ups_shift, syn_w_shift,
-      syn_b_shift.
+      syn_b_shift;
+    - version: 1 (default) or 2; cross_grids: v2's C (default drawn in
+      0..min(6, n_grids - 1); must be 0 or None for v1).
     """
+    if version not in VERSIONS:
+        raise ValueError(f"version {version!r}: must be one of {VERSIONS}")
+    if version == VERSION_V1 and cross_grids:
+        raise ValueError("version 1 codecs have no cross-grid context")
     width = int(rng.integers(1, 49)) if width is None else width
     height = int(rng.integers(1, 49)) if height is None else height
     n_grids = int(rng.integers(1, MAX_GRIDS + 1)) if n_grids is None else n_grids
+    # No draw for v1: its codecs stay what they were before v2 existed.
+    if version == VERSION_V1:
+        cross_grids = 0
+    elif cross_grids is None:
+        cross_grids = int(rng.integers(0, max_cross_grids(version, n_grids) + 1))
     if color_format is None:
         color_format = int(rng.integers(0, len(ColorFormat)))
     color_format = ColorFormat(color_format)
@@ -160,8 +182,8 @@ def random_codec(
     taps = int(rng.integers(1, MAX_UPS_TAPS + 1)) if ups_taps is None else ups_taps
     latent_range = int(rng.integers(1, 13)) if latent_range is None else latent_range
     n_channels = color_format.n_channels
-    dim_arm = context_size(n_ctx_rowcol)
-    arm_layers = _as_layers(arm) or _random_arm(rng, dim_arm)
+    arm_inputs = context_size(n_ctx_rowcol) + cross_grids
+    arm_layers = _as_layers(arm) or _random_arm(rng, arm_inputs)
     syn_layers = _as_layers(syn) or _random_syn(rng, n_grids, n_channels)
 
     # Fixed-point formats. Trained-like: biases must fit int16 at their scale.
@@ -194,7 +216,7 @@ def random_codec(
         return _quantize(real, shift)
 
     # ARM: mu near the context's level, log-scale near log(latent_range / 3).
-    arm_weights, in_channels = [], dim_arm
+    arm_weights, in_channels = [], arm_inputs
     for index, layer in enumerate(arm_layers):
         shape = (layer.out_channels, in_channels)
         real_w = rng.normal(0, 0.5 / np.sqrt(in_channels), size=shape)
@@ -264,5 +286,7 @@ def random_codec(
         ups_taps=ups,
         syn_weights=syn_weights,
         latents=latents,
+        version=version,
+        cross_grids=cross_grids,
         **chosen,
     )

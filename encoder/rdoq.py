@@ -213,7 +213,7 @@ def estimate_derivatives(
     a_params = [r.param(twin).requires_grad_(True) for r in a_refs]
     scale = lmbda / pixels
     with torch.enable_grad():
-        ctx = arm_contexts(latents, twin.n_ctx_rowcol)
+        ctx = arm_contexts(latents, twin.n_ctx_rowcol, twin.cross_grids)
         values = torch.cat([v.reshape(-1) for v in latents])
         mu, log_scale = twin.arm(ctx)
         bits = laplace_bits(values, mu, log_scale)

@@ -63,8 +63,9 @@ def main() -> int:
     return 0
 
 
-def plain_contexts(grids, n_ctx_rowcol: int):
-    """ARM contexts by autograd through slices of the zero-padded grids."""
+def plain_contexts(grids, n_ctx_rowcol: int, cross_grids: int = 0):
+    """ARM contexts by autograd through slices of the zero-padded grids (the spatial rows,
+    then the `cross_grids` co-located latents of the coarser grids, bitstream v2)."""
     import torch
     import torch.nn.functional as F
 
@@ -72,13 +73,20 @@ def plain_contexts(grids, n_ctx_rowcol: int):
 
     r = n_ctx_rowcol
     blocks = []
-    for y in grids:
+    for g, y in enumerate(grids):
         h, w = y.shape
         padded = F.pad(y, (r, r, r, 0))
         rows = [
             padded[r + dy : r + dy + h, r + dx : r + dx + w].reshape(-1)
             for dy, dx in context_offsets(r)
         ]
+        for k in range(1, cross_grids + 1):
+            if g + k < len(grids):
+                ys = torch.arange(h, device=y.device) >> k
+                xs = torch.arange(w, device=y.device) >> k
+                rows.append(grids[g + k][ys][:, xs].reshape(-1))
+            else:
+                rows.append(y.new_zeros(h * w))
         blocks.append(torch.stack(rows))
     return torch.cat(blocks, dim=1)
 

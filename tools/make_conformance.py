@@ -173,7 +173,8 @@ def encode_case(case: EncoderCase) -> tuple[bytes, list[np.ndarray]]:
     options = dict(case.options)
     lmbda = options.pop("lmbda")
     preset = options.pop("preset")
-    # Streams 101-106 were made before version 2 existed: their recipes name no version.
+    # The encoder writes version 2 by default; these recipes were made (and recorded)
+    # when it wrote version 1, which a case says only when it wants another version.
     options.setdefault("version", 1)
     result = encode(case_picture(case), lmbda=lmbda, preset=preset, **options)
     return result.stream, result.planes

@@ -90,7 +90,7 @@ def syntax_classes(codec: IntegerCodec, layout: StreamLayout) -> set[str]:
                 found.add(f"{module}:width-64")
         if module == "synthesis":
             found |= {f"synthesis:kernel-{layer.kernel}" for layer in layers}
-    mac_arm, c_in = 0, codec.dim_arm
+    mac_arm, c_in = 0, codec.arm_inputs
     for layer in codec.arm_layers:
         mac_arm, c_in = mac_arm + c_in * layer.out_channels, layer.out_channels
     mac_syn, c_in = 0, codec.n_grids
