@@ -558,8 +558,9 @@ def test_float_and_integer_contexts_agree() -> None:
 
 
 def test_quantization_carries_cross_grids() -> None:
-    """The shift searches (exact and fast) quantize a v2 model: the first ARM layer keeps
-    dim_arm + C columns, and the exact latent bits are those of the written stream."""
+    """The shift searches (exact and fast) and the weight RDOQ quantize a v2 model: the
+    first ARM layer keeps dim_arm + C columns, and the exact latent bits are those of the
+    written stream."""
     pytest.importorskip("torch")
     import torch
 
@@ -577,8 +578,8 @@ def test_quantization_carries_cross_grids() -> None:
         for w in model.arm.weights:
             w.copy_(torch.randn_like(w) * 0.2)
     target = [np.random.default_rng(0).integers(0, 256, size=(12, 10))]
-    for search in ("fast", "exact"):
-        codec, report = quantize_model(model, arch, target, 8, 1e-3, search=search)
+    for search, rdoq in (("fast", False), ("exact", True)):
+        codec, report = quantize_model(model, arch, target, 8, 1e-3, search=search, rdoq=rdoq)
         assert (codec.version, codec.cross_grids) == (2, 3)
         assert np.asarray(codec.arm_weights[0][0]).shape == (12, 12 + 3)
         assert report.latent_bits == pytest.approx(im.latent_bits(codec))
