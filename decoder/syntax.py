@@ -894,7 +894,7 @@ def _parse(reader: _FieldReader) -> StreamHeader:
     _check(width * height <= MAX_PIXELS, f"picture {width}x{height} exceeds {MAX_PIXELS} pixels")
     reader.read_through("n_syn_layers")
     cross_grids = 0
-    if v["version"] >= 2:
+    if reader.table.version >= 2:
         reader.read_through("cross_grids")
         cross_grids = v["cross_grids"]
         _check(

@@ -48,11 +48,15 @@ def test_catalogue_applies_to_the_decoder(mutation) -> None:
     for mutant in mutation.all_mutants():
         assert mutant.section and mutant.misreading and mutant.rewrites
         assert (mutant.equivalent is None) == (mutant in mutation.MUTANTS)
-        assert 1 in mutant.versions
+        assert set(mutant.versions) <= {1, 2}
+        # The version-2 misreadings are those of the cross-grid context (v2 5.1, 5.2a, 3.2).
+        assert (mutant.versions == (2,)) == mutant.name.startswith("v2-")
 
 
 # Misreading -> streams (numbers) made to catch it; each of them must.
 CAUGHT = {
+    "v2-cross-grids-unbounded": ["371", "372", "374"],  # v2: cross_grids > n_grids - 1
+    "v2-cross-missing-grid-repeats-coarsest": ["302", "306"],  # C above the coarser grids
     "layer-round-shift-wide": ["050", "053"],  # round_shift overflow: ARM, synthesis
     "ups-round-shift-wide": ["056", "058"],  # round_shift overflow: upsampling
     "chroma-sum-no-wrap": ["060", "063"],

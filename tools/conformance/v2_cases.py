@@ -193,4 +193,12 @@ V2_INVALID_CASES: list[GapInvalidCase] = [
         4,
         "cross_grids",
     ),
+    GapInvalidCase(
+        "v2-reject-cross-grids-above-n-minus-1-rgb",
+        "v2: cross_grids = 4 with 4 grids (v2 3.2: at most n_grids - 1).",
+        "v2-33x17-rgb-4grids-c3",
+        _edit(_cross_grids_to(4)),
+        4,
+        "cross_grids",
+    ),
 ]
