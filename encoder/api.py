@@ -196,8 +196,6 @@ def encode(
     for warning in picture.warnings:
         say(f"warning: {warning}")
     arch = config.resolve_architecture(picture.color_format.n_channels)
-    if arch.ups_per_level:
-        raise ValueError("ups_per_level is a training probe: no bitstream version codes it")
     schedule = config.resolve_preset()
     device = resolve_device(config.device)
     if check_memory:

@@ -288,13 +288,11 @@ class _UpsamplePass(torch.autograd.Function):
 
 
 class Upsampling(nn.Module):
-    """The learned 2x upsampling of spec 6, used in both directions: one filter shared by
-    all levels (v1), or one per level (`per_level`, v2: filter l - 1 brings level l to
-    level l - 1)."""
+    """The learned 2x upsampling of spec 6, shared by all grids and both directions."""
 
-    def __init__(self, n_taps: int, n_filters: int = 1) -> None:
+    def __init__(self, n_taps: int) -> None:
         super().__init__()
-        self.taps = nn.Parameter(default_taps(n_taps).float().repeat(n_filters, 1).squeeze(0))
+        self.taps = nn.Parameter(default_taps(n_taps).float())
 
     def forward(self, grids: Sequence[Tensor], sizes: Sequence[tuple[int, int]]) -> Tensor:
         """Dense latent (N, H, W) from grids g = 0..N-1 of sizes `sizes`.
@@ -302,15 +300,11 @@ class Upsampling(nn.Module):
         Each channel is upsampled on its own with the same filter, so the per-grid
         cascade of spec 6 is computed level by level on a growing channel stack.
         """
-        per_level = self.taps.dim() == 2
-        if not per_level:
-            kernel, _ = fold_taps(self.taps)
+        kernel, half = fold_taps(self.taps)
         n = len(grids)
         x = grids[n - 1].unsqueeze(0)
         for level in range(n - 1, 0, -1):
             h_out, w_out = sizes[level - 1]
-            if per_level:
-                kernel, _ = fold_taps(self.taps[level - 1])
             x = _UpsamplePass.apply(x, kernel, h_out, True)
             x = _UpsamplePass.apply(x, kernel, w_out, False)
             x = torch.cat([grids[level - 1].unsqueeze(0), x], dim=0)
@@ -530,7 +524,6 @@ class CoolChic(nn.Module):
         ups_half_taps: int,
         n_grids: int,
         cross_grids: int = 0,
-        ups_per_level: bool = False,
     ) -> None:
         super().__init__()
         self.height, self.width = height, width
@@ -540,7 +533,7 @@ class CoolChic(nn.Module):
         self.latents = nn.ParameterList([nn.Parameter(torch.zeros(h, w)) for h, w in self.sizes])
         self.cross_grids = cross_grids
         self.arm = Arm(len(context_offsets(n_ctx_rowcol)) + cross_grids, arm_layers)
-        self.upsampling = Upsampling(ups_half_taps, n_grids - 1 if ups_per_level else 1)
+        self.upsampling = Upsampling(ups_half_taps)
         self.synthesis = Synthesis(n_grids, syn_layers)
 
     @property

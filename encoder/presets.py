@@ -250,7 +250,6 @@ class Architecture:
     ups_half_taps: int
     n_grids: int
     cross_grids: int = 0  # v2: co-located latents of the next coarser grids in the ARM context
-    ups_per_level: bool = False  # probe only (not in any bitstream): one filter per level
     version: int = fmt.VERSION_V1
 
     @property
@@ -272,8 +271,6 @@ class Architecture:
         )
         if self.version != fmt.VERSION_V1:
             text += f" cross_grids={self.cross_grids} v{self.version}"
-        if self.ups_per_level:
-            text += " ups_per_level"
         return text
 
 
@@ -362,7 +359,6 @@ class EncoderConfig:
     # operating point's, capped at n_grids - 1). Version 1 has no cross-grid context.
     version: int = fmt.DEFAULT_VERSION
     cross_grids: int | None = None
-    ups_per_level: bool = False
     n_itr: int | None = None  # phase-1 iterations
     n_train_loops: int = 1
     rdoq: bool | None = None  # None: the preset's
@@ -415,7 +411,6 @@ class EncoderConfig:
             ups_half_taps=n_taps,
             n_grids=n_grids,
             cross_grids=self.resolve_cross_grids(n_grids, op.cross_grids),
-            ups_per_level=self.ups_per_level,
             version=self.version,
         )
         check_architecture(arch, n_channels)

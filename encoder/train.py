@@ -120,7 +120,6 @@ def build_model(arch: Architecture, height: int, width: int, color_format: int) 
         arch.ups_half_taps,
         arch.n_grids,
         arch.cross_grids,
-        arch.ups_per_level,
     )
 
 

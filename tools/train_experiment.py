@@ -55,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers-synthesis", default=None)
     parser.add_argument("--layers-arm", default=None)
     parser.add_argument("--n-ctx-rowcol", type=int, default=None)
-    parser.add_argument("--cross-grids", type=int, default=0, help="v2 cross-grid context rows.")
-    parser.add_argument("--ups-per-level", action="store_true", help="v2 per-level upsampling.")
+    parser.add_argument(
+        "--cross-grids",
+        type=int,
+        default=None,
+        help="v2 cross-grid context C (default: the operating point's, 3; 0 = the v1 ARM).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1).")
     parser.add_argument("--out", type=Path, default=None, help="Append the JSON line here.")
@@ -110,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         layers_arm=args.layers_arm,
         n_ctx_rowcol=args.n_ctx_rowcol,
         cross_grids=args.cross_grids,
-        ups_per_level=args.ups_per_level,
     )
     arch = config.resolve_architecture(picture.color_format.n_channels)
     device = resolve_device("cpu")
