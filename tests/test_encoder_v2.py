@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bitstream_writer import BitReader, decode_egk
 
 from coolchic_ref.encoder import format as fmt
 from coolchic_ref.encoder import integer_model as im
@@ -51,29 +52,6 @@ def decoder_reads_v2() -> bool:
 
 # ---------------------------------------------------------------------------
 # An independent reading of a v2 stream (v2 3.2, v1 3.2 / 4.1-4.3)
-
-
-class BitReader:
-    """Spec 4.1: most significant bit of each byte first."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
-    def read(self, n: int) -> int:
-        value = 0
-        for _ in range(n):
-            assert self.pos < 8 * len(self.data), "weights section truncated"
-            value = (value << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
-            self.pos += 1
-        return value
-
-    def egk(self, k: int) -> int:
-        """Spec 4.2."""
-        z = 0
-        while self.read(1) == 0:
-            z += 1
-        u = ((1 << (z + k)) | self.read(z + k)) - (1 << k)
-        return (u + 1) // 2 if u % 2 else -(u // 2)
 
 
 def parse_v2(data: bytes) -> dict:
@@ -110,18 +88,18 @@ def parse_v2(data: bytes) -> dict:
     bits = BitReader(section)
     arm, c_in = [], 2 * r * (r + 1) + h["cross_grids"]  # v2 3.3: dim_arm + C
     for out, _, _ in h["arm"]:
-        w = [[bits.egk(h["arm_w_egk"]) for _ in range(c_in)] for _ in range(out)]
-        b = [bits.egk(h["arm_b_egk"]) for _ in range(out)]
+        w = [[decode_egk(bits, h["arm_w_egk"]) for _ in range(c_in)] for _ in range(out)]
+        b = [decode_egk(bits, h["arm_b_egk"]) for _ in range(out)]
         arm.append((w, b))
         c_in = out
     h["arm_weights"] = arm
-    h["ups_taps"] = [bits.egk(h["ups_egk"]) for _ in range(t)]
+    h["ups_taps"] = [decode_egk(bits, h["ups_egk"]) for _ in range(t)]
     c_in = n
     syn = []
     for out, kernel, _, _ in h["syn"]:
         count = out * c_in * kernel * kernel
-        syn.append(([bits.egk(h["syn_w_egk"]) for _ in range(count)],
-                    [bits.egk(h["syn_b_egk"]) for _ in range(out)]))  # fmt: skip
+        syn.append(([decode_egk(bits, h["syn_w_egk"]) for _ in range(count)],
+                    [decode_egk(bits, h["syn_b_egk"]) for _ in range(out)]))  # fmt: skip
         c_in = out
     h["syn_weights"] = syn
     assert h["weights_bytes"] == (bits.pos + 7) // 8

@@ -255,13 +255,19 @@ SYN_TILE = 7  # pixels per synthesis tile side
 
 
 def _latents_reverse_grid_order(header, weights, substreams) -> list[np.ndarray]:
-    """Each grid decoded alone (the others declared constant), last grid first, 1 thread."""
+    """Each grid decoded alone (the others declared constant), last grid first, 1 thread.
+
+    A version-2 stream with a cross-grid context has one legal grid order (coarsest
+    first, v2 5.1): its grids are decoded together, on 1 thread instead of 2.
+    """
     from coolchic_ref.latents import decode_latent_grids
 
     grids: list[np.ndarray | None] = [None] * header.n_grids
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
+        if header.cross_grids:
+            return decode_latent_grids(header, weights, substreams)
         for g in reversed(range(header.n_grids)):
             alone = tuple(
                 info
