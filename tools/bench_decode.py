@@ -32,7 +32,7 @@ ARM_LAYERS = "16-1-linear-relu,16-1-linear-relu,2-1-linear-none"
 SYN_LAYERS = "32-1-linear-relu,16-1-linear-relu,3-3-linear-relu,3-3-residual-none"
 
 
-def make_stream(width: int, height: int, seed: int) -> bytes:
+def make_stream(width: int, height: int, seed: int, cross_grids: int = 0) -> bytes:
     """A synthetic but realistic stream: Laplace(0, 1) latents, small random weights."""
     from coolchic_ref.encoder.bitstream import IntegerCodec, parse_layers, write_stream
 
@@ -51,7 +51,9 @@ def make_stream(width: int, height: int, seed: int) -> bytes:
             in_channels = layer.out_channels
         return weights
 
-    arm_weights = layer_weights(arm_layers, 2 * n_ctx_rowcol * (n_ctx_rowcol + 1), 0)
+    # Version 2 when cross_grids > 0: the ARM also reads C coarser grids (v2 5.2a).
+    arm_inputs = 2 * n_ctx_rowcol * (n_ctx_rowcol + 1) + cross_grids
+    arm_weights = layer_weights(arm_layers, arm_inputs, 0)
     arm_weights[-1][1][:] = 0  # mu near 0, log-scale near 0: scale near 1
     latents = []
     for level in range(n_grids):
@@ -74,6 +76,8 @@ def make_stream(width: int, height: int, seed: int) -> bytes:
         syn_w_shift=8,
         syn_b_shift=12,
         latents=latents,
+        version=2 if cross_grids else 1,
+        cross_grids=cross_grids,
     )
     return write_stream(codec)
 
@@ -120,6 +124,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=768)
     parser.add_argument("--height", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cross-grids", type=int, default=0, help="version-2 stream with this C (0: version 1)"
+    )
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--process-runs", type=int, default=3)
     args = parser.parse_args()
@@ -130,7 +137,7 @@ def main() -> int:
             data = args.stream.read_bytes()
             stream = args.stream
         else:
-            data = make_stream(args.width, args.height, args.seed)
+            data = make_stream(args.width, args.height, args.seed, args.cross_grids)
             stream = work_dir / "bench.cool"
             stream.write_bytes(data)
 
