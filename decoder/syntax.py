@@ -56,8 +56,8 @@ from typing import Any
 from .errors import StreamError
 
 MAGIC = b"CCRF"
-VERSION = 2  # the newest version this decoder reads
-VERSIONS = (1, 2)  # every version it reads
+VERSIONS = (1, 2)  # every version this decoder reads
+VERSION = VERSIONS[-1]  # the newest
 
 ARM_FRAC = 8  # ARM activations are Q8
 SYN_FRAC = 12  # dense latent and synthesis activations are Q12

@@ -419,12 +419,8 @@ class EncoderConfig:
     def resolve_cross_grids(self, n_grids: int, op_default: int = DEFAULT_CROSS_GRIDS) -> int:
         """The cross-grid count C for `n_grids` grids: 0 for version 1; for version 2 the
         explicit `cross_grids`, or else the operating point's default capped at
-        n_grids - 1. ValueError for an explicit C the version or the grids cannot take."""
-        if self.version not in fmt.VERSIONS:
-            raise ValueError(
-                f"bitstream version {self.version!r}: must be one of "
-                f"{', '.join(map(str, fmt.VERSIONS))}"
-            )
+        n_grids - 1. ValueError for an explicit C the version or the grids cannot take
+        (`check_architecture` rejects an unknown version)."""
         if self.version == fmt.VERSION_V1:
             if self.cross_grids:
                 raise ValueError(

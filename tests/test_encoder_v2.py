@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_bitstream_writer import BitReader, decode_egk
+from test_integer_model import literal_arm_outputs, literal_spatial_context
 
 from coolchic_ref.encoder import format as fmt
 from coolchic_ref.encoder import integer_model as im
@@ -35,13 +36,6 @@ from coolchic_ref.encoder.random_codec import random_codec
 
 ROOT = Path(__file__).resolve().parent.parent
 SUITE = ROOT / "tests" / "conformance"
-
-TWO32 = 1 << 32
-
-
-def w32(x: int) -> int:
-    x %= TWO32
-    return x - TWO32 if x >= 1 << 31 else x
 
 
 def decoder_reads_v2() -> bool:
@@ -119,15 +113,7 @@ def parse_v2(data: bytes) -> dict:
 
 def literal_input(latents: list[np.ndarray], r: int, c: int, g: int, y: int, x: int) -> list[int]:
     """The ARM input vector of position (y, x) of grid g, Q8 (v1 5.2, 5.3; v2 5.2a)."""
-    grid = latents[g]
-    height, width = grid.shape
-    values = []
-    for dy in range(-r, 1):
-        for dx in range(-r, r + 1):
-            if dy < 0 or dx < 0:
-                yy, xx = y + dy, x + dx
-                inside = 0 <= yy < height and 0 <= xx < width
-                values.append(int(grid[yy, xx]) << 8 if inside else 0)
+    values = literal_spatial_context(latents[g], r, y, x)
     n = len(latents)
     for k in range(1, c + 1):
         if g + k <= n - 1:
@@ -135,27 +121,6 @@ def literal_input(latents: list[np.ndarray], r: int, c: int, g: int, y: int, x: 
         else:
             values.append(0)
     return values
-
-
-def literal_arm(codec: IntegerCodec, values: list[int]) -> tuple[int, int]:
-    """v1 2.3 for each ARM layer, wrapping after every operation; (mu, log_scale)."""
-    for layer, (w, b) in zip(codec.arm_layers, codec.arm_weights, strict=True):
-        out = []
-        for o in range(layer.out_channels):
-            acc = w32(int(b[o]) << (8 + codec.arm_w_shift - codec.arm_b_shift))
-            for i, v in enumerate(values):
-                acc = w32(acc + w32(int(w[o][i]) * v))
-            n = codec.arm_w_shift
-            y = acc if n == 0 else w32(acc + (1 << (n - 1))) >> n
-            if layer.kind.adds_input:
-                y = w32(y + values[o])
-            if layer.activation == "relu":
-                y = max(y, 0)
-            elif layer.activation == "leakyrelu":
-                y = y if y >= 0 else y >> 4
-            out.append(y)
-        values = out
-    return values[0], values[1]
 
 
 def small_v2_codec(seed: int = 0, **options) -> IntegerCodec:
@@ -287,7 +252,7 @@ def rans_decode_v2(h: dict, codec: IntegerCodec) -> list[np.ndarray]:
         for index in wavefront_order(height, width, r):
             y, x = divmod(int(index), width)
             values = literal_input(view, r, c, g, y, x)
-            mu, log_scale = literal_arm(codec, values)
+            mu, log_scale = literal_arm_outputs(codec, values)
             cdf = im.laplace_cdf(mu, log_scale, np.arange(alphabet + 1), lo, alphabet)
             q = state & ((1 << 24) - 1)
             s = int(np.searchsorted(cdf, q, side="right")) - 1
@@ -372,7 +337,7 @@ def test_cross_rows_and_arm_match_spec_literal(seed: int, options: dict) -> None
             for x in range(width):
                 values = literal_input(codec.latents, r, c, g, y, x)
                 assert (inputs[:, y * width + x] << 8).tolist() == values
-                assert (int(mu[y, x]), int(log_scale[y, x])) == literal_arm(codec, values)
+                assert (int(mu[y, x]), int(log_scale[y, x])) == literal_arm_outputs(codec, values)
 
 
 def test_cross_rows_read_coarser_grids_at_halved_positions() -> None:

@@ -50,8 +50,8 @@ def literal_layer(inputs, taps, weights, bias, layer, w_shift, b_shift, frac, re
     return out
 
 
-def literal_arm(codec: IntegerCodec, grid: np.ndarray, y: int, x: int) -> tuple[int, int]:
-    r = codec.n_ctx_rowcol
+def literal_spatial_context(grid: np.ndarray, r: int, y: int, x: int) -> list[int]:
+    """The causal context of (y, x), Q8, 0 outside the grid (spec 5.2, 5.3)."""
     height, width = grid.shape
     values = []
     for dy in range(-r, 1):
@@ -60,6 +60,15 @@ def literal_arm(codec: IntegerCodec, grid: np.ndarray, y: int, x: int) -> tuple[
                 yy, xx = y + dy, x + dx
                 inside = 0 <= yy < height and 0 <= xx < width
                 values.append((int(grid[yy, xx]) << 8) if inside else 0)
+    return values
+
+
+def literal_arm(codec: IntegerCodec, grid: np.ndarray, y: int, x: int) -> tuple[int, int]:
+    return literal_arm_outputs(codec, literal_spatial_context(grid, codec.n_ctx_rowcol, y, x))
+
+
+def literal_arm_outputs(codec: IntegerCodec, values: list[int]) -> tuple[int, int]:
+    """(mu, log_scale) of the ARM (spec 2.3, 5.3) for the input vector `values`, Q8."""
     for layer, (w, b) in zip(codec.arm_layers, codec.arm_weights, strict=True):
         current = values
         values = literal_layer(

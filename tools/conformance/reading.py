@@ -151,20 +151,17 @@ def _decode_grid(
     diagonal = x_all + (r + 1) * y_all
     bounds = np.flatnonzero(np.diff(diagonal)) + 1
     offsets = im.context_offsets(r)
-    # v2 5.2a: the coarser grids are decoded already (read_codec goes coarsest first).
-    coarser = [
-        codec.latents[level + k] if level + k < len(codec.latents) else None
-        for k in range(1, codec.cross_grids + 1)
-    ]
+    # v2 5.2a: the coarser grids are decoded already (read_codec goes coarsest first);
+    # the encoder's model gives their values for the whole grid, raster order.
+    grids = [*codec.latents[:level], latent, *codec.latents[level + 1 :]]
+    cross = im.cross_contexts(grids, level, codec.cross_grids)
     for ys, xs in zip(np.split(y_all, bounds), np.split(x_all, bounds), strict=True):
-        contexts = np.zeros((len(offsets) + len(coarser), ys.size), dtype=np.int64)
+        contexts = np.zeros((len(offsets) + codec.cross_grids, ys.size), dtype=np.int64)
         for j, (dy, dx) in enumerate(offsets):
             yy, xx = ys + dy, xs + dx
             inside = (yy >= 0) & (xx >= 0) & (xx < width)
             contexts[j, inside] = latent[yy[inside], xx[inside]]
-        for k, grid in enumerate(coarser, start=1):
-            if grid is not None:
-                contexts[len(offsets) + k - 1] = grid[ys >> k, xs >> k]
+        contexts[len(offsets) :] = cross[:, ys * width + xs]
         mu, log_scale = im.run_arm(codec, contexts)
         cdf = im.laplace_cdf_table(mu, log_scale, latent_min, alphabet)
         probabilities = (np.diff(cdf, axis=1) - 1).astype(np.float64)
