@@ -51,6 +51,12 @@ class Preset:
     # 0.001; with `faster` on a kodim01 crop unchanged (1.8604 -> 1.8607): it speeds the
     # start up, and longer schedules forget it.
     arm_log_scale_init: float = -3.0
+    # Where training starts: "zero" (all-zero latents, the output is each plane's mean)
+    # or "picture" (`train.init_from_picture`: a colour pyramid of the picture in the
+    # latents and a linear synthesis that reads it; latent unit = `init_step_scale` x the
+    # high-rate step for lambda, None = the scale whose start has the lowest RD cost).
+    init: str = "zero"
+    init_step_scale: float | None = None
     # Phase-1 quantization proxy: softround temperature and noise, each annealed
     # linearly (start, end). `noise` is "gaussian" (parameter = standard deviation),
     # "kumaraswamy" (parameter a: 2 = peaked, 1 = uniform in [-1/2, 1/2]) or "uniform".
@@ -77,6 +83,8 @@ class Preset:
             raise ValueError(f"unknown noise {self.noise!r} (choose from {', '.join(NOISE_KINDS)})")
         if self.phase2_latents not in ("ste", "frozen"):
             raise ValueError(f"unknown phase2_latents {self.phase2_latents!r} (ste or frozen)")
+        if self.init not in ("zero", "picture"):
+            raise ValueError(f"unknown init {self.init!r} (zero or picture)")
         if self.optimizer not in ("soap", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r} (soap or adam)")
         if self.grad_clip < 0:

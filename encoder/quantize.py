@@ -46,6 +46,7 @@ from .format import (
     INT16_MIN,
     MAX_UPS_SHIFT,
     MAX_UPS_TAPS,
+    MAX_SYN_B_SHIFT,
     MAX_W_SHIFT,
     SYN_FRAC,
     max_arm_b_shift,
@@ -534,6 +535,9 @@ class DecoderShiftSearch:
         self.arm_codec = arm_codec  # the chosen ARM; its decoder part is replaced per trial
         self.twin = copy.deepcopy(p.model)
         self.syn_high = _highest_shift(p.model.synthesis.weights, MAX_W_SHIFT)
+        # Biases are int16 too: a start at the largest legal bias shift would leave the
+        # coded range for any bias above 2^-12 and make every first trial inadmissible.
+        self.syn_b_high = _highest_shift(p.model.synthesis.biases, MAX_SYN_B_SHIFT)
         self.ups_high = _highest_shift([p.model.upsampling.taps], MAX_UPS_SHIFT)
         self.targets_t = [torch.as_tensor(t.astype(np.float32), device=p.device) for t in p.targets]
         self.dense_cache: dict[int, np.ndarray] = {}  # integer dense latent per ups shift
@@ -544,7 +548,7 @@ class DecoderShiftSearch:
             return self.ups_high
         if name == "syn_w":
             return self.syn_high
-        return max_syn_b_shift(point.syn_w)
+        return min(max_syn_b_shift(point.syn_w), self.syn_b_high)
 
     def cost(self, point: DecoderShifts, exact: bool) -> float:
         """MSE + lambda * (taps + synthesis) bits / pixels at `point`; inf if not admissible."""
@@ -598,7 +602,11 @@ class DecoderShiftSearch:
         """The finest admissible formats."""
         stats = self.problem.stats
         syn_w = next(
-            (ws for ws in range(self.syn_high, -1, -1) if stats.syn_ok(ws, max_syn_b_shift(ws))),
+            (
+                ws
+                for ws in range(self.syn_high, -1, -1)
+                if stats.syn_ok(ws, min(max_syn_b_shift(ws), self.syn_b_high))
+            ),
             None,
         )
         ups = next((u for u in range(self.ups_high, -1, -1) if stats.ups_ok(u)), None)
@@ -606,7 +614,9 @@ class DecoderShiftSearch:
             raise RuntimeError(
                 "no admissible synthesis / upsampling precision (activations too large)"
             )
-        return DecoderShifts(ups=ups, syn_w=syn_w, syn_b=max_syn_b_shift(syn_w))
+        return DecoderShifts(
+            ups=ups, syn_w=syn_w, syn_b=min(max_syn_b_shift(syn_w), self.syn_b_high)
+        )
 
     def run(self, exact: bool) -> DecoderShifts:
         point = self.start()

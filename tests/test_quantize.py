@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -133,3 +134,33 @@ def test_rdoq_moves_weights_toward_zero_and_lowers_the_exact_cost(trained) -> No
     assert all(
         np.array_equal(np.asarray(a), b) for a, b in zip(decoded.planes, report.planes, strict=True)
     )
+
+
+def test_decoder_search_starts_where_the_biases_fit_int16(trained) -> None:
+    """A synthesis bias of 0.5 fits int16 only up to Q15: the search must start there,
+    not at the largest legal bias shift (12 + syn_w), where every trial is inadmissible
+    and the greedy descent used to fall to integer taps and weights."""
+    from coolchic_ref.encoder.quantize import (
+        DecoderShiftSearch,
+        QuantizationProblem,
+        _arm_codec,
+        quantize_arm,
+        quantize_synthesis,
+    )
+
+    model, arch, picture, lmbda = trained
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        model.synthesis.biases[1].fill_(0.5)
+    problem = QuantizationProblem.from_model(model, arch, picture.planes, picture.bit_depth, lmbda)
+    arm = quantize_arm(model, 3, 5)
+    search = DecoderShiftSearch(
+        problem, _arm_codec(model, arch, picture.bit_depth, problem.latents, arm, 3, 5)
+    )
+    start = search.start()
+    assert start.syn_b <= 15
+    assert quantize_synthesis(model, start.syn_w, start.syn_b) is not None
+    assert search.cost(start, exact=False) < float("inf")
+    chosen = search.run(exact=False)
+    # Taps stay fractional: the bicubic taps need several fractional bits.
+    assert chosen.ups >= 6
