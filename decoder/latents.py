@@ -9,23 +9,31 @@ contexts of all its positions are gathered into a planar [dim_arm][n] int32
 block (`gather_contexts`), the fixed-point ARM (5.3, layer rule 2.3) runs over
 the block with the position loop innermost, and the part of the integer
 Laplace cdf (5.4) that does not depend on the rANS state is computed for the
-whole batch (`laplace_batch`); then the diagonal's symbols are decoded in
-order. The cdf is evaluated on demand: first the symbol whose interval holds
-mu, else a galloping search from there; no per-latent table is ever built.
+whole batch (`laplace_batch`, including the cdf bounds of the symbol whose
+interval holds mu and of its two neighbours); then the diagonal's symbols are
+decoded in order. A symbol outside those three is found by a galloping search
+from the guess; no per-latent table is ever built. The cdf's division is done
+in float64 and corrected to the exact floor (`_div_floor`).
 
 The per-symbol helpers are inlined and take scalars (and the substream), and
 the spec tables are module globals: with arrays passed to the per-symbol
 helpers (Numba reference-counts each), grid decoding measured 13-35 % slower.
 
-In version 1 grids are independent: they are spread over
-numba.get_num_threads() Python threads in bins of roughly equal size (the grid
-decoder releases the GIL; a thread pool avoids the long compilation of a
-parallel Numba loop around it). In version 2 with C > 0 cross-grid values
-(v2 5.2a), grid g reads grids g + 1 .. g + C, so grids are decoded one after the
-other, coarsest first; the cross-grid rows of a grid are gathered from the
-coarser grids before its first diagonal (`cross_grid_values`) and copied into
-each batch beside the spatial context (`gather_cross`). The result does not
-depend on the number of threads.
+All grids live in one flat int32 buffer (raster order per grid);
+`decode_diagonals` decodes a range of diagonals of one grid and can resume (the
+rANS state is kept in an array), writing each value there as soon as its
+diagonal is done. In version 1 grids are independent: they are spread over
+numba.get_num_threads() Python threads in bins of roughly equal size, one call
+per grid (the kernel releases the GIL; a thread pool avoids the long
+compilation of a parallel Numba loop around it). In version 2 with C > 0
+cross-grid values (v2 5.2a), grid g reads grids g + 1 .. g + C, which are
+decoded before it, coarsest first; the kernel reads the cross-grid values
+straight from the flat buffer (`gather_cross`, located by `cross_grid_layout`).
+With two threads or more, the grid decoded last (the finest, about 3/4 of the
+latents) is decoded on its own thread in chunks of CHUNK_DIAGONALS diagonals,
+while another thread decodes the coarser ones: diagonal d of grid g reads grid
+g + k only up to its diagonal d >> k, and each chunk waits until those are
+done. The result does not depend on the number of threads or on their timing.
 """
 
 from __future__ import annotations
