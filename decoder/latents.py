@@ -23,7 +23,7 @@ All grids live in one flat int32 buffer (raster order per grid);
 `decode_diagonals` decodes a range of diagonals of one grid and can resume (the
 rANS state is kept in an array), writing each value there as soon as its
 diagonal is done. In version 1 grids are independent: they are spread over
-numba.get_num_threads() Python threads in bins of roughly equal size, one call
+thread_count() Python threads in bins of roughly equal size, one call
 per grid (the kernel releases the GIL; a thread pool avoids the long
 compilation of a parallel Numba loop around it). In version 2 with C > 0
 cross-grid values (v2 5.2a), grid g reads grids g + 1 .. g + C, which are
@@ -41,13 +41,13 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from numba import njit
 
 from .errors import StreamError
 from .laplace_tables import EXP_NEG, INV_SCALE
 from .layer_kernels import MAX_WIDTH, PackedLayers, dense_layer
+from .parallel import thread_count
 from .syntax import ARM_FRAC, PRECISION, StreamHeader
 
 # Positions per ARM batch; a diagonal of a 768-wide grid (at most 192 positions
@@ -667,7 +667,7 @@ def decode_latent_grids(
             progress.stop_after(members[0])
             raise
 
-    n_threads = numba.get_num_threads()
+    n_threads = thread_count()
     if header.cross_grids == 0:
         # Independent grids: spread over the threads in bins of about equal size.
         bins = balance_bins([sizes[g] for g in order], n_threads)

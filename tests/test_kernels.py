@@ -557,7 +557,7 @@ def test_cross_grid_pipeline_in_small_chunks(monkeypatch, threads):
     import coolchic_ref.latents as latents_module
 
     monkeypatch.setattr(latents_module, "CHUNK_DIAGONALS", 1)
-    monkeypatch.setattr(latents_module.numba, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(latents_module, "thread_count", lambda: threads)
     for case in (0, 3):
         rng = np.random.default_rng(500 + case)
         *params, cross_grids = CROSS_GRID_CASES[case]
