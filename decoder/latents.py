@@ -9,11 +9,11 @@ contexts of all its positions are gathered into a planar [dim_arm][n] int32
 block (`gather_contexts`), the fixed-point ARM (5.3, layer rule 2.3) runs over
 the block with the position loop innermost, and the part of the integer
 Laplace cdf (5.4) that does not depend on the rANS state is computed for the
-whole batch (`laplace_batch`, including the cdf bounds of the symbol whose
-interval holds mu and of its two neighbours); then the diagonal's symbols are
-decoded in order. A symbol outside those three is found by a galloping search
-from the guess; no per-latent table is ever built. The cdf's division is done
-in float64 and corrected to the exact floor (`_div_floor`).
+whole batch (`laplace_batch`); then the diagonal's symbols are decoded in
+order. The cdf is evaluated on demand: first the symbol whose interval holds
+mu, else a galloping search from there; no per-latent table is ever built. The
+cdf's division is done in float64 and corrected to the exact floor
+(`_div_floor`).
 
 The per-symbol helpers are inlined and take scalars (and the substream), and
 the spec tables are module globals: with arrays passed to the per-symbol
@@ -249,8 +249,8 @@ def rans_end_status(state, pos, words):
 # batch of positions of one diagonal; the serial loop then asks `laplace_symbol`.
 
 # Rows of the per-batch model array (int64 [_MODEL_ROWS, TILE]).
-M_MU, M_INV, M_G0, M_MASS, M_GUESS, M_C_PREV, M_C_GUESS, M_C_NEXT, M_C_NEXT2 = range(9)
-_MODEL_ROWS = 9
+M_MU, M_INV, M_G0, M_MASS, M_GUESS, M_C_GUESS, M_C_NEXT = range(7)
+_MODEL_ROWS = 7
 
 
 @njit(cache=True)
@@ -334,12 +334,7 @@ def laplace_batch(model, mus, log_scales, n, k, lmin):
 
     mus, log_scales: the ARM outputs (Q8); per position: clipped mu, 1/scale
     (Q20), G(0), D = G(K) - G(0), the guess (the symbol whose interval holds
-    mu) and the cdf from guess - 1 to guess + 2 (clamped to 0..K: cdf(0) = 0,
-    cdf(K) = 2^24, so a clamped interval is empty or holds no q).
-
-    The neighbours' bounds cost two divisions per position here, where they
-    are independent of each other, instead of a search on the coder's serial
-    path each time the symbol is next to the guess.
+    mu) and cdf(guess), cdf(guess + 1).
     """
     spare = np.int64(_TOTAL - k)
     for t in range(n):
@@ -354,26 +349,17 @@ def laplace_batch(model, mus, log_scales, n, k, lmin):
         model[M_G0, t] = g0
         model[M_MASS, t] = mass
         model[M_GUESS, t] = guess
-        model[M_C_PREV, t] = _cdf(max(guess - 1, 0), k, spare, g0, mass, lmin, mu, inv)
         model[M_C_GUESS, t] = _cdf(guess, k, spare, g0, mass, lmin, mu, inv)
         model[M_C_NEXT, t] = _cdf(guess + 1, k, spare, g0, mass, lmin, mu, inv)
-        model[M_C_NEXT2, t] = _cdf(min(guess + 2, k), k, spare, g0, mass, lmin, mu, inv)
 
 
 @njit(cache=True, inline="always")
-def laplace_symbol(q, k, lmin, mu, inv, g0, mass, guess, c_prev, c_guess, c_next, c_next2):
+def laplace_symbol(q, k, lmin, mu, inv, g0, mass, guess, c_guess, c_next):
     """(s, cdf(s), cdf(s + 1)) with cdf(s) <= q < cdf(s + 1) (spec 5.4, 5.5), for one
-    position's model (a column of `laplace_batch`'s array): the guess or a neighbour
-    when it holds q, else a search. Scalars only: no array crosses this boundary per
-    symbol. cdf is strictly increasing (every frequency >= 1), so the interval
-    that holds q is the symbol's."""
-    if q < c_next:
-        if q >= c_guess:
-            return guess, c_guess, c_next
-        if q >= c_prev:
-            return guess - 1, c_prev, c_guess
-    elif q < c_next2:
-        return guess + 1, c_next, c_next2
+    position's model (a column of `laplace_batch`'s array): the guess when it holds
+    q, else a search. Scalars only: no array crosses this boundary per symbol."""
+    if c_guess <= q < c_next:
+        return guess, c_guess, c_next
     return _search_symbol(q, guess, c_guess, c_next, k, _TOTAL - k, g0, mass, lmin, mu, inv)
 
 
@@ -484,10 +470,8 @@ def decode_diagonals(
                     model[M_G0, t],
                     model[M_MASS, t],
                     model[M_GUESS, t],
-                    model[M_C_PREV, t],
                     model[M_C_GUESS, t],
                     model[M_C_NEXT, t],
-                    model[M_C_NEXT2, t],
                 )
                 state, pos = rans_advance(state, pos, words, q, c_lo, c_hi)
                 out[t] = lmin + s

@@ -394,7 +394,7 @@ def test_div_floor_is_exact_next_to_every_multiple():
 
 
 def test_laplace_model_matches_literal_cdf():
-    """laplace_batch's bounds cdf(guess - 1 .. guess + 2) and the kernels' cdf (a float64
+    """laplace_batch's bounds cdf(guess), cdf(guess + 1) and the kernels' cdf (a float64
     division corrected to the exact floor) equal spec 5.4's integer cdf, including at
     the clipping limits of mu and log_scale and for alphabets up to 65536 symbols."""
     from coolchic_ref import latents as kernels
@@ -424,9 +424,8 @@ def test_laplace_model_matches_literal_cdf():
         for t in range(n):
             cdf = ref_cdf(mus[t], log_scales[t], lmin, k)
             guess = int(model[kernels.M_GUESS, t])
-            rows = (kernels.M_C_PREV, kernels.M_C_GUESS, kernels.M_C_NEXT, kernels.M_C_NEXT2)
-            for row, i in zip(rows, (guess - 1, guess, guess + 1, guess + 2), strict=True):
-                assert model[row, t] == cdf(min(max(i, 0), k)), (k, t, i)
+            assert model[kernels.M_C_GUESS, t] == cdf(guess), (k, t)
+            assert model[kernels.M_C_NEXT, t] == cdf(guess + 1), (k, t)
             column = [int(model[row, t]) for row in (kernels.M_G0, kernels.M_MASS)]
             mu, inv = int(model[kernels.M_MU, t]), int(model[kernels.M_INV, t])
             points = range(k + 1) if k <= 1000 else rng.integers(0, k + 1, 300)
