@@ -366,19 +366,15 @@ def laplace_symbol(q, k, lmin, mu, inv, g0, mass, guess, c_guess, c_next):
 # --- one grid ---------------------------------------------------------------------
 
 
-@njit(cache=True)
-def diagonal_layout(height, width, r):
+def diagonal_layout(height: int, width: int, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(diag_first, diag_start) of a grid's diagonals d = x + (r + 1) y (spec 5.2), int64:
     diagonal d holds rows diag_first[d].., stored at diag_start[d].. in diagonal-major
     order (diag_start has one entry more: the grid's size)."""
-    n_diagonals = width + (r + 1) * (height - 1)
-    diag_first = np.empty(n_diagonals, dtype=np.int64)
-    diag_start = np.zeros(n_diagonals + 1, dtype=np.int64)
-    for d in range(n_diagonals):
-        y_first = max(0, (d - (width - 1) + r) // (r + 1))
-        y_last = min(height - 1, d // (r + 1))
-        diag_first[d] = y_first
-        diag_start[d + 1] = diag_start[d] + y_last - y_first + 1
+    d = np.arange(width + (r + 1) * (height - 1), dtype=np.int64)
+    diag_first = np.maximum(0, (d - (width - 1) + r) // (r + 1))  # floor division
+    diag_last = np.minimum(height - 1, d // (r + 1))
+    diag_start = np.zeros(d.shape[0] + 1, dtype=np.int64)
+    np.cumsum(diag_last - diag_first + 1, out=diag_start[1:])
     return diag_first, diag_start
 
 
@@ -393,6 +389,8 @@ def decode_diagonals(
     k,
     words,
     coder,
+    diag_first,
+    diag_start,
     diag_latents,
     latents,
     grid_offset,
@@ -410,10 +408,11 @@ def decode_diagonals(
     A grid is decoded by calls on consecutive ranges from d_begin = 0 (which reads
     the initial rANS state) to the last diagonal; coder (uint64 [2]: rANS state,
     read position in words) carries the coder between calls, diag_latents (int32,
-    height * width) the decoded values in diagonal-major order (diagonal_layout),
-    whose contexts are consecutive in memory. Each value is also stored, as soon
-    as its diagonal is done, in raster order at latents[grid_offset:] (int32, the
-    flat buffer of every grid), where finer grids read it (v2 5.2a).
+    height * width) the decoded values in diagonal-major order (diag_first,
+    diag_start: diagonal_layout), whose contexts are consecutive in memory. Each
+    value is also stored, as soon as its diagonal is done, in raster order at
+    latents[grid_offset:] (int32, the flat buffer of every grid), where finer
+    grids read it (v2 5.2a).
 
     words: the substream as uint32 words; r: n_ctx_rowcol; k: alphabet size K;
     ctx_dy, ctx_dx: context_offsets(r); cross: cross_grid_layout, C = 0 rows in
@@ -429,7 +428,6 @@ def decode_diagonals(
     else:
         state = coder[0]
         pos = np.int64(coder[1])
-    diag_first, diag_start = diagonal_layout(height, width, r)
     n_diagonals = diag_first.shape[0]
 
     n_layers = desc.shape[0]
@@ -608,6 +606,7 @@ def decode_latent_grids(
         grid = grids[g]
         words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)
         coder = np.zeros(2, dtype=np.uint64)
+        diag_first, diag_start = diagonal_layout(grid.height, grid.width, r)
         diag_latents = np.zeros(sizes[g], dtype=np.int32)
         total = n_diagonals(g)
         step = total if chunk is None else chunk
@@ -626,6 +625,8 @@ def decode_latent_grids(
                 grid.alphabet_size,
                 words,
                 coder,
+                diag_first,
+                diag_start,
                 diag_latents,
                 latents,
                 offsets[g],

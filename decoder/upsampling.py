@@ -60,7 +60,9 @@ def _upsample_rows(first, last, src, dst, grid, taps, offsets_even, offsets_odd,
     h_out, w_out = dst.shape[1], dst.shape[2]
     n_taps = taps.shape[0]
     # Replicate padding of the intermediate row covers every horizontal offset.
-    pad = 1
+    # (An int64 from the start: a literal 1 would make Numba compile _upsample_row
+    # a second time, for a Literal[int] pad, 1.2 s of a cold start.)
+    pad = np.int64(1)
     for k in range(n_taps):
         pad = max(pad, abs(offsets_even[k]), abs(offsets_odd[k]))
     rounding = np.int64(0)
