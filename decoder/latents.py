@@ -11,9 +11,7 @@ the block with the position loop innermost, and the part of the integer
 Laplace cdf (5.4) that does not depend on the rANS state is computed for the
 whole batch (`laplace_batch`); then the diagonal's symbols are decoded in
 order. The cdf is evaluated on demand: first the symbol whose interval holds
-mu, else a galloping search from there; no per-latent table is ever built. The
-cdf's division is done in float64 and corrected to the exact floor
-(`_div_floor`).
+mu, else a galloping search from there; no per-latent table is ever built.
 
 The per-symbol helpers are inlined and take scalars (and the substream), and
 the spec tables are module globals: with arrays passed to the per-symbol
@@ -109,32 +107,11 @@ def _boundary_mass(i, latent_min, mu, inv_scale_q20):
 
 
 @njit(cache=True, inline="always")
-def _div_floor(a, b):
-    """floor(a / b), exactly, for int64 0 <= a < 2^55 and b > 0 with a / b < 2^25.
-
-    An int64 division costs about 25 cycles and the coder needs several per
-    symbol; a float64 one is a few cycles. float64(a) / float64(b) is within a
-    relative 2^-52 of a / b, so below 2^25 within 2^-27 of it: truncation lands
-    on floor(a / b) or one next to it, which the two exact int64 checks correct.
-    """
-    q = np.int64(np.float64(a) / np.float64(b))
-    if q * b > a:
-        q -= 1
-    if (q + 1) * b <= a:
-        q += 1
-    return q
-
-
-@njit(cache=True, inline="always")
 def _cdf(i, k, spare, g0, mass, latent_min, mu, inv_scale_q20):
-    """cdf(i) of spec 5.4 (int64); spare = 2^24 - K, mass = D = G(K) - G(0), 0 <= i <= K.
-
-    G is non-decreasing in i (EXP_NEG is non-increasing, at most 2^30), so
-    0 <= G(i) - G(0) <= D and the quotient is at most spare: _div_floor applies.
-    """
+    """cdf(i) of spec 5.4 (int64); spare = 2^24 - K, mass = D = G(K) - G(0)."""
     if mass > 0:
         g = _boundary_mass(i, latent_min, mu, inv_scale_q20)
-        return i + _div_floor((g - g0) * spare, mass)
+        return i + ((g - g0) * spare) // mass
     return i + (i * spare) // k
 
 

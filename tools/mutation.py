@@ -736,8 +736,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "        return i + _div_floor((g - g0) * spare, mass)\n",
-                "        return i + _div_floor((g - g0) * spare + (mass >> 1), mass)\n",
+                "        return i + ((g - g0) * spare) // mass\n",
+                "        return i + ((g - g0) * spare + (mass >> 1)) // mass\n",
             ),
         ),
     ),
@@ -750,10 +750,10 @@ MUTANTS: list[Mutant] = [
                 "latents.py",
                 "    if mass > 0:\n"
                 "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20)\n"
-                "        return i + _div_floor((g - g0) * spare, mass)\n",
+                "        return i + ((g - g0) * spare) // mass\n",
                 "    if True:\n"
                 "        g = _boundary_mass(i, latent_min, mu, inv_scale_q20)\n"
-                "        return i + _div_floor((g - g0) * spare, max(mass, 1))\n",
+                "        return i + ((g - g0) * spare) // max(mass, 1)\n",
             ),
         ),
     ),
