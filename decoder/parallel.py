@@ -25,6 +25,11 @@ import numba
 # call, about 10 µs.
 PIECES_PER_THREAD = 4
 
+# Below this many output values a call runs on the calling thread alone: handing
+# pieces to another thread costs tens of µs, more than small levels of the
+# upsampling take.
+SERIAL_BELOW = 1 << 16
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -46,10 +51,11 @@ def _shared_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def parallel_rows(kernel: Callable[..., Any], n_rows: int, *args: Any) -> None:
+def parallel_rows(kernel: Callable[..., Any], n_rows: int, row_size: int, *args: Any) -> None:
     """kernel(first, last, *args) over pieces [first, last) covering rows 0..n_rows-1,
-    each row exactly once, on up to thread_count() threads (the caller's included)."""
-    n_threads = min(thread_count(), n_rows)
+    each row exactly once, on up to thread_count() threads (the caller's included);
+    row_size: output values per row (one thread below SERIAL_BELOW values in all)."""
+    n_threads = min(thread_count(), n_rows) if n_rows * row_size >= SERIAL_BELOW else 1
     if n_threads <= 1:
         if n_rows > 0:
             kernel(0, n_rows, *args)

@@ -122,6 +122,7 @@ def run_stage(
     parallel_rows(
         _stage_rows,
         src.shape[1],
+        dst.shape[0] * dst.shape[2],
         src,
         src_pad,
         first,
@@ -206,7 +207,7 @@ def _stage_rows(
 
 def pad_columns(src: np.ndarray, dst: np.ndarray, pad: int) -> None:
     """dst (C, H, W + 2 pad) = src (C, H, W) with `pad` replicated edge columns each side."""
-    parallel_rows(_pad_rows, src.shape[0] * src.shape[1], src, dst, pad)
+    parallel_rows(_pad_rows, src.shape[0] * src.shape[1], dst.shape[2], src, dst, pad)
 
 
 @njit(cache=True, nogil=True)

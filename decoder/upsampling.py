@@ -50,7 +50,9 @@ def upsample_level(
     The output rows (of every channel) run on parallel_rows' threads.
     """
     n_rows = dst.shape[0] * dst.shape[1]
-    parallel_rows(_upsample_rows, n_rows, src, dst, grid, taps, offsets_even, offsets_odd, shift)
+    parallel_rows(
+        _upsample_rows, n_rows, dst.shape[2], src, dst, grid, taps, offsets_even, offsets_odd, shift
+    )
 
 
 @njit(cache=True, nogil=True)

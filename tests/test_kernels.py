@@ -824,7 +824,12 @@ def _pipeline_inputs():
     return header, arm_weights, substreams, taps, syn_weights
 
 
-def test_output_does_not_depend_on_thread_count():
+def test_output_does_not_depend_on_thread_count(monkeypatch):
+    """Latents, dense latent and synthesis output with 1 thread and with all of them;
+    the row kernels split even this small picture into pieces (SERIAL_BELOW = 0)."""
+    import coolchic_ref.parallel as parallel
+
+    monkeypatch.setattr(parallel, "SERIAL_BELOW", 0)
     namespace: dict = {}
     exec(_PIPELINE_SNIPPET, namespace)
     inputs = _pipeline_inputs()
