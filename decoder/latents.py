@@ -29,14 +29,16 @@ decoded before it, coarsest first; the kernel reads the cross-grid values
 straight from the flat buffer (`gather_cross`, located by `cross_grid_layout`).
 With two threads or more, the grid decoded last (the finest, about 3/4 of the
 latents) is decoded on its own thread in chunks of CHUNK_DIAGONALS diagonals,
-while another thread decodes the coarser ones: diagonal d of grid g reads grid
-g + k only up to its diagonal d >> k, and each chunk waits until those are
-done. The result does not depend on the number of threads or on their timing.
+while another thread decodes the coarser ones, one chunk of each in turn:
+diagonal d of grid g reads grid g + k only up to its diagonal d >> k, and each
+chunk waits until those are done. The result does not depend on the number of
+threads or on their timing.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -470,6 +472,8 @@ def decode_diagonals(
 # stays small and the finest grid waits only at its start.
 CHUNK_DIAGONALS = 64
 
+_FINISHED = object()  # what next() gives for a grid with no chunk left
+
 
 def balance_bins(sizes: list[int], n_bins: int) -> list[list[int]]:
     """Longest-processing-time assignment of items 0..len(sizes)-1 to at most n_bins bins."""
@@ -579,7 +583,8 @@ def decode_latent_grids(
     def n_diagonals(g: int) -> int:
         return grids[g].width + (r + 1) * (grids[g].height - 1)
 
-    def decode_one(g: int, chunk: int | None) -> None:
+    def decode_chunks(g: int, chunk: int | None) -> Iterator[None]:
+        """Decode grid g, one chunk of `chunk` diagonals (None: all) per step."""
         grid = grids[g]
         words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)
         coder = np.zeros(2, dtype=np.uint64)
@@ -620,11 +625,18 @@ def decode_latent_grids(
                 progress.stop_after(g)
                 return
             progress.publish(g, d_end)
+            yield
 
     def decode_list(members: list[int], chunk: int | None) -> None:
+        """Decode `members` (in decoding order) in rounds, each advancing every unfinished
+        grid by one chunk: the coarser grids of the list stay ahead of the finer ones
+        (a chunk of grid g + k covers 2^k chunks of grid g), so no grid waits for its
+        own thread, and a finer grid on another thread can start after one chunk of
+        each, not after the whole coarser grids."""
+        steps = [decode_chunks(g, chunk) for g in members]
         try:
-            for g in members:
-                decode_one(g, chunk)
+            while steps:
+                steps = [step for step in steps if next(step, _FINISHED) is not _FINISHED]
         except BaseException:
             progress.stop_after(members[0])
             raise
@@ -638,7 +650,7 @@ def decode_latent_grids(
     elif n_threads > 1 and len(order) > 1:
         # The grid decoded last (the finest, about 3/4 of the latents) on one
         # thread, in chunks, each waiting for the coarser grids it reads, which
-        # the other thread decodes ahead of it, coarsest first.
+        # the other thread decodes ahead of it.
         lists = [order[-1:], order[:-1]]
         chunk = CHUNK_DIAGONALS
     else:
