@@ -468,8 +468,8 @@ def decode_diagonals(
 # Diagonals per call of decode_diagonals when a grid is decoded while the coarser
 # grids it reads are still being decoded by another thread: between calls its
 # thread waits until they are far enough. At 768x512 a chunk of grid 0 is about
-# 11,000 latents (about 1.5 ms), so the Python work between calls (tens of µs)
-# stays small and the finest grid waits only at its start.
+# 11,000 latents (about 1 ms), so the Python work between calls (tens of µs)
+# stays small.
 CHUNK_DIAGONALS = 64
 
 _FINISHED = object()  # what next() gives for a grid with no chunk left
@@ -573,7 +573,8 @@ def decode_latent_grids(
         cross[g] = cross_grid_layout(header, g, offsets, available)
         available[g] = True
         # Diagonal d of grid g reads grid h = g + k, shift k, only at diagonals up
-        # to d >> k: (x >> k) + (r + 1)(y >> k) <= (x + (r + 1) y) / 2^k.
+        # to d >> k: (x >> k) + (r + 1)(y >> k) <= (x + (r + 1) y) / 2^k. Taken
+        # from the layout the kernel reads, so what is waited for is what is read.
         needs[g] = [
             (grid_of_offset[int(offset)], int(shift))
             for offset, shift in cross[g][:, [X_OFFSET, X_SHIFT]]
