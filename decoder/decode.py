@@ -5,7 +5,6 @@ header -> weights -> latents -> upsampling -> synthesis -> samples
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -52,11 +51,6 @@ def decode(data: bytes, timings: dict[str, float] | None = None) -> DecodedImage
     # The Numba kernels are imported on first use, not with the package, so that
     # `import coolchic_ref`, `coolchic-ref --help` and `coolchic-ref info` do not
     # pay for importing Numba (about 0.4 s).
-    # With OpenMP's default busy-wait, a parallel region stalls for a whole
-    # scheduler slice whenever another process holds a core (upsampling: 48 ms
-    # of wall time for 3.5 ms of work on a shared 2-core machine). Passive
-    # waiting costs nothing measurable when the machine is idle.
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     from .latents import decode_latent_grids
     from .synthesis import run_synthesis
     from .upsampling import upsample_to_dense

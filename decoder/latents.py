@@ -17,28 +17,37 @@ The per-symbol helpers are inlined and take scalars (and the substream), and
 the spec tables are module globals: with arrays passed to the per-symbol
 helpers (Numba reference-counts each), grid decoding measured 13-35 % slower.
 
-In version 1 grids are independent: they are spread over
-numba.get_num_threads() Python threads in bins of roughly equal size (the grid
-decoder releases the GIL; a thread pool avoids the long compilation of a
-parallel Numba loop around it). In version 2 with C > 0 cross-grid values
-(v2 5.2a), grid g reads grids g + 1 .. g + C, so grids are decoded one after the
-other, coarsest first; the cross-grid rows of a grid are gathered from the
-coarser grids before its first diagonal (`cross_grid_values`) and copied into
-each batch beside the spatial context (`gather_cross`). The result does not
-depend on the number of threads.
+All grids live in one flat int32 buffer (raster order per grid);
+`decode_diagonals` decodes a range of diagonals of one grid and can resume (the
+rANS state is kept in an array), writing each value there as soon as its
+diagonal is done. In version 1 grids are independent: they are spread over
+thread_count() Python threads in bins of roughly equal size, one call
+per grid (the kernel releases the GIL; a thread pool avoids the long
+compilation of a parallel Numba loop around it). In version 2 with C > 0
+cross-grid values (v2 5.2a), grid g reads grids g + 1 .. g + C, which are
+decoded before it, coarsest first; the kernel reads the cross-grid values
+straight from the flat buffer (`gather_cross`, located by `cross_grid_layout`).
+With two threads or more, the grid decoded last (the finest, about 3/4 of the
+latents) is decoded on its own thread in chunks of CHUNK_DIAGONALS diagonals,
+while another thread decodes the coarser ones, one chunk of each in turn:
+diagonal d of grid g reads grid g + k only up to its diagonal d >> k, and each
+chunk waits until those are done. The result does not depend on the number of
+threads or on their timing.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from numba import njit
 
 from .errors import StreamError
 from .laplace_tables import EXP_NEG, INV_SCALE
 from .layer_kernels import MAX_WIDTH, PackedLayers, dense_layer
+from .parallel import thread_count
 from .syntax import ARM_FRAC, PRECISION, StreamHeader
 
 # Positions per ARM batch; a diagonal of a 768-wide grid (at most 192 positions
@@ -251,29 +260,51 @@ def gather_contexts(ctx, d, y0, n, r, ctx_dy, ctx_dx, diag_first, diag_start, di
             row[t] = 0
 
 
+# Columns of the cross-grid layout (int64 [C, CROSS_COLUMNS]; cross_grid_layout).
+X_OFFSET, X_HEIGHT, X_WIDTH, X_SHIFT = range(4)
+CROSS_COLUMNS = 4
+
+
 @njit(cache=True)
-def gather_cross(ctx, first_row, cross, d, y0, n, r):
+def gather_cross(ctx, first_row, latents, cross, d, y0, n, r):
     """Cross-grid values (v2 5.2a) of positions y0..y0+n-1 of diagonal d into rows
-    first_row.. of ctx; cross: int32 (C, height, width), Q8, raster order."""
+    first_row.. of ctx (Q8): row first_row + c holds the latent at (y >> shift, x >> shift)
+    of the raster grid at latents[cross[c, X_OFFSET]:] (cross: cross_grid_layout), 0 where
+    that offset is negative."""
     for c in range(cross.shape[0]):
         row = ctx[first_row + c]
-        plane = cross[c]
+        offset = cross[c, X_OFFSET]
+        if offset < 0:
+            for t in range(n):
+                row[t] = 0
+            continue
+        width = cross[c, X_WIDTH]
+        shift = cross[c, X_SHIFT]
         for t in range(n):
             y = y0 + t
-            row[t] = plane[y, d - (r + 1) * y]
+            x = d - (r + 1) * y
+            row[t] = latents[offset + (y >> shift) * width + (x >> shift)] << ARM_FRAC
 
 
-def cross_grid_values(grids: list[np.ndarray], level: int, cross_grids: int) -> np.ndarray:
-    """int32 (C, h_g, w_g): row k - 1 holds latent_{g+k}[y >> k][x >> k] << ARM_FRAC, or 0
-    where grid g + k does not exist (v2 5.2a); `grids` are the decoded latent grids."""
-    height, width = grids[level].shape
-    cross = np.zeros((cross_grids, height, width), dtype=np.int32)
-    rows, cols = np.arange(height), np.arange(width)
-    for k in range(1, cross_grids + 1):
-        if level + k < len(grids):
-            coarse = grids[level + k]
-            cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC
-    return cross
+def cross_grid_layout(
+    header: StreamHeader, level: int, offsets: np.ndarray, available: list[bool]
+) -> np.ndarray:
+    """int64 (C, CROSS_COLUMNS): where the cross-grid values of grid `level` (v2 5.2a) are.
+
+    Row k - 1 describes grid level + k in the flat latent buffer (grid g at
+    offsets[g], raster order): offset, height, width and the shift k; the offset
+    is -1 (every value 0) where that grid does not exist, or is not decoded before
+    grid `level` (available[g] False; only a decoding order other than the
+    spec's gets there).
+    """
+    layout = np.zeros((header.cross_grids, CROSS_COLUMNS), dtype=np.int64)
+    layout[:, X_OFFSET] = -1
+    for k in range(1, header.cross_grids + 1):
+        coarse = level + k
+        if coarse < header.n_grids and available[coarse]:
+            grid = header.grids[coarse]
+            layout[k - 1] = (offsets[coarse], grid.height, grid.width, k)
+    return layout
 
 
 @njit(cache=True)
@@ -314,15 +345,34 @@ def laplace_symbol(q, k, lmin, mu, inv, g0, mass, guess, c_guess, c_next):
 # --- one grid ---------------------------------------------------------------------
 
 
+def diagonal_layout(height: int, width: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(diag_first, diag_start) of a grid's diagonals d = x + (r + 1) y (spec 5.2), int64:
+    diagonal d holds rows diag_first[d].., stored at diag_start[d].. in diagonal-major
+    order (diag_start has one entry more: the grid's size)."""
+    d = np.arange(width + (r + 1) * (height - 1), dtype=np.int64)
+    diag_first = np.maximum(0, (d - (width - 1) + r) // (r + 1))  # floor division
+    diag_last = np.minimum(height - 1, d // (r + 1))
+    diag_start = np.zeros(d.shape[0] + 1, dtype=np.int64)
+    np.cumsum(diag_last - diag_first + 1, out=diag_start[1:])
+    return diag_first, diag_start
+
+
 @njit(cache=True, nogil=True)
-def decode_grid(
+def decode_diagonals(
+    d_begin,
+    d_end,
     height,
     width,
     r,
     latent_min,
     k,
     words,
+    coder,
+    diag_first,
+    diag_start,
+    diag_latents,
     latents,
+    grid_offset,
     ctx_dy,
     ctx_dx,
     cross,
@@ -332,38 +382,43 @@ def decode_grid(
     w_shift,
     check_end,
 ):
-    """Decode one grid (spec 5.2-5.5) into `latents` (int32 (height, width), latent values).
+    """Decode diagonals d_begin..d_end-1 of one grid (spec 5.2-5.5), resumable.
+
+    A grid is decoded by calls on consecutive ranges from d_begin = 0 (which reads
+    the initial rANS state) to the last diagonal; coder (uint64 [2]: rANS state,
+    read position in words) carries the coder between calls, diag_latents (int32,
+    height * width) the decoded values in diagonal-major order (diag_first,
+    diag_start: diagonal_layout), whose contexts are consecutive in memory. Each
+    value is also stored, as soon as its diagonal is done, in raster order at
+    latents[grid_offset:] (int32, the flat buffer of every grid), where finer
+    grids read it (v2 5.2a).
 
     words: the substream as uint32 words; r: n_ctx_rowcol; k: alphabet size K;
-    ctx_dy, ctx_dx: context_offsets(r); cross: the cross-grid values of v2 5.2a,
-    int32 (C, height, width), C = 0 in version 1; desc, w_grouped, bias_init, w_shift: the
-    ARM as PackedLayers (weights Q`w_shift`, activations Q8). Returns STATUS_OK,
-    STATUS_BAD_START (latents then unwritten) or, if check_end, STATUS_SIZE_MISMATCH.
+    ctx_dy, ctx_dx: context_offsets(r); cross: cross_grid_layout, C = 0 rows in
+    version 1; desc, w_grouped, bias_init, w_shift: the ARM as PackedLayers
+    (weights Q`w_shift`, activations Q8). Returns STATUS_OK, STATUS_BAD_START
+    (latents then unwritten) or, if check_end and the range ends the grid,
+    STATUS_SIZE_MISMATCH.
     """
-    state, pos, status = rans_start(words)
-    if status != STATUS_OK:
-        return status
-
-    # Latents are kept diagonal-major: diagonal d holds rows diag_first[d].. in
-    # order, so the context values of consecutive positions of a diagonal are
-    # consecutive in memory (vectorizable copies instead of strided gathers).
-    n_diagonals = width + (r + 1) * (height - 1)
-    diag_first = np.empty(n_diagonals, dtype=np.int64)
-    diag_start = np.zeros(n_diagonals + 1, dtype=np.int64)
-    for d in range(n_diagonals):
-        y_first = max(0, (d - (width - 1) + r) // (r + 1))
-        y_last = min(height - 1, d // (r + 1))
-        diag_first[d] = y_first
-        diag_start[d + 1] = diag_start[d] + y_last - y_first + 1
-    diag_latents = np.zeros(height * width, dtype=np.int32)
+    if d_begin == 0:
+        state, pos, status = rans_start(words)
+        if status != STATUS_OK:
+            return status
+    else:
+        state = coder[0]
+        pos = np.int64(coder[1])
+    n_diagonals = diag_first.shape[0]
 
     n_layers = desc.shape[0]
-    buf_a = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
-    buf_b = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
-    acc = np.zeros((MAX_WIDTH, TILE), dtype=np.int32)
+    # Every row a layer reads was written before (context rows, then each layer's
+    # outputs): no initialisation needed.
+    buf_a = np.empty((MAX_WIDTH, TILE), dtype=np.int32)
+    buf_b = np.empty((MAX_WIDTH, TILE), dtype=np.int32)
+    acc = np.empty((MAX_WIDTH, TILE), dtype=np.int32)
     model = np.empty((_MODEL_ROWS, TILE), dtype=np.int64)
     lmin = np.int64(latent_min)
-    for d in range(n_diagonals):
+    step = r + 1
+    for d in range(d_begin, d_end):
         y_first = diag_first[d]
         y_last = y_first + diag_start[d + 1] - diag_start[d] - 1
         for y0 in range(y_first, y_last + 1, TILE):
@@ -373,7 +428,7 @@ def decode_grid(
                 buf_a, d, y0, n, r, ctx_dy, ctx_dx, diag_first, diag_start, diag_latents
             )
             if cross.shape[0] > 0:
-                gather_cross(buf_a, ctx_dy.shape[0], cross, d, y0, n, r)
+                gather_cross(buf_a, ctx_dy.shape[0], latents, cross, d, y0, n, r)
             x_in, x_out = buf_a, buf_b
             for layer in range(n_layers):
                 dense_layer(x_in, n, desc[layer], w_grouped, bias_init, w_shift, acc, x_out)
@@ -397,13 +452,27 @@ def decode_grid(
                 )
                 state, pos = rans_advance(state, pos, words, q, c_lo, c_hi)
                 out[t] = lmin + s
-    for y in range(height):
-        for x in range(width):
-            d = x + (r + 1) * y
-            latents[y, x] = diag_latents[diag_start[d] + y - diag_first[d]]
-    if check_end:
+            # Position (y, d - step y) in raster order (width - step may be negative).
+            raster_at = grid_offset + d + (width - step) * y0
+            for t in range(n):
+                latents[raster_at + (width - step) * t] = out[t]
+    coder[0] = state
+    coder[1] = np.uint64(pos)
+    if check_end and d_end == n_diagonals:
         return rans_end_status(state, pos, words)
     return STATUS_OK
+
+
+# --- every grid: who decodes what, and when -------------------------------------------
+
+# Diagonals per call of decode_diagonals when a grid is decoded while the coarser
+# grids it reads are still being decoded by another thread: between calls its
+# thread waits until they are far enough. At 768x512 a chunk of grid 0 is about
+# 11,000 latents (about 1 ms), so the Python work between calls (tens of µs)
+# stays small.
+CHUNK_DIAGONALS = 64
+
+_FINISHED = object()  # what next() gives for a grid with no chunk left
 
 
 def balance_bins(sizes: list[int], n_bins: int) -> list[list[int]]:
@@ -418,6 +487,40 @@ def balance_bins(sizes: list[int], n_bins: int) -> list[list[int]]:
     return members
 
 
+class _Progress:
+    """Diagonals decoded per grid, shared by the threads that decode the grids.
+
+    A thread about to decode diagonals of grid g waits until every grid that g
+    reads has reached the diagonals it needs; a failing grid stops every grid
+    that comes after it in the decoding order (their outcome no longer matters).
+    """
+
+    def __init__(self, n_grids: int, rank: dict[int, int]) -> None:
+        self.done = [0] * n_grids
+        self.rank = rank  # position of each coded grid in the decoding order
+        self.stop_rank = len(rank)  # grids ranked at or after this one stop
+        self.condition = threading.Condition()
+
+    def publish(self, g: int, diagonals: int) -> None:
+        with self.condition:
+            self.done[g] = diagonals
+            self.condition.notify_all()
+
+    def stop_after(self, g: int) -> None:
+        """Grid g failed, or its thread raised: stop the grids decoded after it."""
+        with self.condition:
+            self.stop_rank = min(self.stop_rank, self.rank[g])
+            self.condition.notify_all()
+
+    def wait(self, g: int, needs: list[tuple[int, int]]) -> bool:
+        """Wait until done[h] >= n for each (h, n) in needs; False if grid g must stop."""
+        with self.condition:
+            self.condition.wait_for(
+                lambda: self.stop_rank <= self.rank[g] or all(self.done[h] >= n for h, n in needs)
+            )
+            return self.stop_rank > self.rank[g]
+
+
 def decode_latent_grids(
     header: StreamHeader,
     arm_weights: list[tuple[np.ndarray, np.ndarray]],
@@ -430,77 +533,138 @@ def decode_latent_grids(
     arm_weights[l] = (W int32 (out, in) Q`arm_w_shift`, B int32 (out,) Q`arm_b_shift`).
     substreams[g] holds grid g's `substream_bytes` bytes (ignored for constant
     grids). Raises StreamError "grid g: invalid substream start" or "grid g:
-    substream size mismatch" for the lowest-numbered failing grid.
+    substream size mismatch" for the failing grid decoded first in
+    header.decoding_order() (version 1: the lowest-numbered one).
     `check_end=False` skips the end-of-substream check (benchmarks on random words).
+    The arrays are views of one buffer holding every grid.
     """
     n_grids = header.n_grids
     if len(substreams) != n_grids:
         raise ValueError(f"{len(substreams)} substreams for {n_grids} grids")
     r = header.n_ctx_rowcol
     grids = header.grids
-    coded = [g for g in range(n_grids) if not grids[g].is_constant]
+    sizes = [grid.height * grid.width for grid in grids]
+    offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    latents = np.zeros(int(offsets[-1]), dtype=np.int32)
     result = [
-        np.zeros((grid.height, grid.width), dtype=np.int32)
-        if g in coded
-        else np.full((grid.height, grid.width), grid.latent_min, dtype=np.int32)
+        latents[offsets[g] : offsets[g + 1]].reshape(grid.height, grid.width)
         for g, grid in enumerate(grids)
     ]
-    if not coded:
-        return result
-    for g in coded:
-        if len(substreams[g]) != grids[g].substream_bytes:
+    order = [g for g in header.decoding_order() if not grids[g].is_constant]
+    for g, grid in enumerate(grids):
+        if grid.is_constant:
+            result[g][:] = grid.latent_min
+        elif len(substreams[g]) != grid.substream_bytes:
             raise ValueError(f"grid {g}: {len(substreams[g])}-byte substream, header differs")
+    if not order:
+        return result
 
     quant = header.arm_quant
     arm = PackedLayers(header.arm_layers, arm_weights, ARM_FRAC, quant.w_shift, quant.b_shift)
     ctx_dy, ctx_dx = context_offsets(r)
     status = [STATUS_OK] * n_grids
-    no_cross = np.zeros((0, 1, 1), dtype=np.int32)
+    progress = _Progress(n_grids, {g: index for index, g in enumerate(order)})
+    # A grid reads the coarser grids decoded before it (v2 5.1), and the constant ones.
+    available = [grid.is_constant for grid in grids]
+    cross: dict[int, np.ndarray] = {}
+    needs: dict[int, list[tuple[int, int]]] = {}
+    grid_of_offset = {int(offsets[g]): g for g in range(n_grids)}
+    for g in order:
+        cross[g] = cross_grid_layout(header, g, offsets, available)
+        available[g] = True
+        # Diagonal d of grid g reads grid h = g + k, shift k, only at diagonals up
+        # to d >> k: (x >> k) + (r + 1)(y >> k) <= (x + (r + 1) y) / 2^k. Taken
+        # from the layout the kernel reads, so what is waited for is what is read.
+        needs[g] = [
+            (grid_of_offset[int(offset)], int(shift))
+            for offset, shift in cross[g][:, [X_OFFSET, X_SHIFT]]
+            if offset >= 0 and not grids[grid_of_offset[int(offset)]].is_constant
+        ]
 
-    def decode_one(g: int) -> None:
+    def n_diagonals(g: int) -> int:
+        return grids[g].width + (r + 1) * (grids[g].height - 1)
+
+    def decode_chunks(g: int, chunk: int | None) -> Iterator[None]:
+        """Decode grid g, one chunk of `chunk` diagonals (None: all) per step."""
         grid = grids[g]
         words = np.frombuffer(substreams[g], dtype="<u4").astype(np.uint32)
-        cross = cross_grid_values(result, g, header.cross_grids) if header.cross_grids else no_cross
-        status[g] = decode_grid(
-            grid.height,
-            grid.width,
-            r,
-            grid.latent_min,
-            grid.alphabet_size,
-            words,
-            result[g],
-            ctx_dy,
-            ctx_dx,
-            cross,
-            arm.desc,
-            arm.w_grouped,
-            arm.bias_init,
-            arm.w_shift,
-            check_end,
-        )
+        coder = np.zeros(2, dtype=np.uint64)
+        diag_first, diag_start = diagonal_layout(grid.height, grid.width, r)
+        diag_latents = np.zeros(sizes[g], dtype=np.int32)
+        total = n_diagonals(g)
+        step = total if chunk is None else chunk
+        for d_begin in range(0, total, step):
+            d_end = min(d_begin + step, total)
+            wanted = [(h, min(((d_end - 1) >> shift) + 1, n_diagonals(h))) for h, shift in needs[g]]
+            if not progress.wait(g, wanted):
+                return
+            status[g] = decode_diagonals(
+                d_begin,
+                d_end,
+                grid.height,
+                grid.width,
+                r,
+                grid.latent_min,
+                grid.alphabet_size,
+                words,
+                coder,
+                diag_first,
+                diag_start,
+                diag_latents,
+                latents,
+                offsets[g],
+                ctx_dy,
+                ctx_dx,
+                cross[g],
+                arm.desc,
+                arm.w_grouped,
+                arm.bias_init,
+                arm.w_shift,
+                check_end,
+            )
+            if status[g] != STATUS_OK:
+                progress.stop_after(g)
+                return
+            progress.publish(g, d_end)
+            yield
 
-    if header.cross_grids:
-        # Each grid reads the coarser ones: one after the other, coarsest first.
-        for g in header.decoding_order():
-            if g in coded:
-                decode_one(g)
-                if status[g] != STATUS_OK:
-                    raise StreamError(f"grid {g}: {_STATUS_MESSAGES[int(status[g])]}")
-        return result
+    def decode_list(members: list[int], chunk: int | None) -> None:
+        """Decode `members` (in decoding order) in rounds, each advancing every unfinished
+        grid by one chunk: the coarser grids of the list stay ahead of the finer ones
+        (a chunk of grid g + k covers 2^k chunks of grid g), so no grid waits for its
+        own thread, and a finer grid on another thread can start after one chunk of
+        each, not after the whole coarser grids."""
+        steps = [decode_chunks(g, chunk) for g in members]
+        try:
+            while steps:
+                steps = [step for step in steps if next(step, _FINISHED) is not _FINISHED]
+        except BaseException:
+            progress.stop_after(members[0])
+            raise
 
-    def decode_bin(members: list[int]) -> None:
-        for g in members:
-            decode_one(g)
-
-    # The grid decoder releases the GIL: Python threads decode the bins in parallel.
-    sizes = [grids[g].height * grids[g].width for g in coded]
-    bins = [[coded[i] for i in members] for members in balance_bins(sizes, numba.get_num_threads())]
-    if len(bins) == 1:
-        decode_bin(bins[0])
+    n_threads = thread_count()
+    if header.cross_grids == 0:
+        # Independent grids: spread over the threads in bins of about equal size.
+        bins = balance_bins([sizes[g] for g in order], n_threads)
+        lists = [[order[i] for i in sorted(members)] for members in bins]
+        chunk = None
+    elif n_threads > 1 and len(order) > 1:
+        # The grid decoded last (the finest, about 3/4 of the latents) on one
+        # thread, in chunks, each waiting for the coarser grids it reads, which
+        # the other thread decodes ahead of it.
+        lists = [order[-1:], order[:-1]]
+        chunk = CHUNK_DIAGONALS
     else:
-        with ThreadPoolExecutor(max_workers=len(bins)) as pool:
-            list(pool.map(decode_bin, bins))
-    for g in coded:
+        lists = [order]
+        chunk = None
+    # decode_diagonals releases the GIL: Python threads decode the lists in parallel.
+    if len(lists) == 1:
+        decode_list(lists[0], chunk)
+    else:
+        with ThreadPoolExecutor(max_workers=len(lists)) as pool:
+            for future in [pool.submit(decode_list, members, chunk) for members in lists]:
+                future.result()
+    for g in order:
         if status[g] != STATUS_OK:
             raise StreamError(f"grid {g}: {_STATUS_MESSAGES[int(status[g])]}")
     return result

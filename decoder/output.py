@@ -109,36 +109,39 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+# zlib level of the PNG files. Level 1 compresses a 768x512 RGB picture in about
+# 11 ms where level 6 took 80 ms (and imageio with Pillow 160-250 ms, a tenth of
+# a fresh `coolchic-ref decode`), for files about 1.5 times larger.
+PNG_LEVEL = 1
+
+
 def png_bytes(image: DecodedImage) -> bytes:
-    """PNG file of a grey or RGB picture, 8-bit (uint8) or 16-bit (uint16) samples."""
+    """PNG file of a grey or RGB picture, 8-bit (uint8) or 16-bit (uint16) samples.
+
+    Colour type 0 (grey) or 2 (RGB), filter 0 on every row, no interlace: written
+    here with zlib rather than imported from an image library.
+    """
     if len(image.planes) == 1:
-        pixels = image.planes[0]
+        pixels = image.planes[0][:, :, np.newaxis]
     else:
         pixels = np.stack(image.planes, axis=-1)
-    if pixels.ndim == 3 and pixels.dtype == np.uint16:
-        # imageio's Pillow plugin cannot write 16-bit RGB: write that PNG ourselves.
-        return _png_rgb16(pixels)
-    import imageio.v3 as iio
-
-    return iio.imwrite("<bytes>", pixels, extension=".png")
-
-
-def _png_rgb16(pixels: np.ndarray) -> bytes:
-    """Minimal PNG (colour type 2, depth 16, filter 0 on every row, no interlace)."""
-    height, width, _ = pixels.shape
-    big_endian = np.ascontiguousarray(pixels, dtype=">u2")
-    raw = np.zeros((height, 1 + width * 6), dtype=np.uint8)  # column 0: filter type 0
-    raw[:, 1:] = big_endian.view(np.uint8).reshape(height, width * 6)
+    height, width, channels = pixels.shape
+    depth = 8 if pixels.dtype == np.uint8 else 16
+    samples = np.ascontiguousarray(pixels, dtype=np.uint8 if depth == 8 else ">u2")
+    row_bytes = width * channels * depth // 8
+    raw = np.zeros((height, 1 + row_bytes), dtype=np.uint8)  # column 0: filter type 0
+    raw[:, 1:] = samples.view(np.uint8).reshape(height, row_bytes)
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         crc = zlib.crc32(kind + body) & 0xFFFFFFFF
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    colour_type = 0 if channels == 1 else 2
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), PNG_LEVEL))
         + chunk(b"IEND", b"")
     )
 

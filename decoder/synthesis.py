@@ -6,14 +6,15 @@ stage a 1x1 layer needs only the same pixel of its input, so a tile of pixels
 goes through the whole stage in small [channel][pixel] buffers; only a stage's
 output is stored for the whole picture (int32 [C][H][W + 2 pad], with the
 horizontal replicate padding that the next stage's kernel needs). Rows run in
-parallel; each pixel's arithmetic is the spec's whatever the tiling or the
-number of threads.
+parallel (parallel.parallel_rows), each piece of rows with its own buffers;
+each pixel's arithmetic is the spec's whatever the tiling or the number of
+threads.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .layer_kernels import (
     D_ACT,
@@ -30,15 +31,12 @@ from .layer_kernels import (
     dense_layer,
     finish_layer,
 )
+from .parallel import parallel_rows
 from .syntax import SYN_FRAC, StreamHeader
 
 # Pixels per tile: a whole row up to MAX_TILE. Long inner loops amortize the
 # per-loop set-up (weights, alias checks); [channels][tile] buffers stay in L2.
 MAX_TILE = 1024
-# Rows are processed in N_BANDS bands, each with its own buffers (allocated
-# once per band, not per row); a band count well above the thread count
-# keeps the threads balanced.
-N_BANDS = 64
 
 
 @njit(cache=True)
@@ -101,8 +99,50 @@ def _tap_row(src, height, y, col0, channel, dy, dx):
     return src[channel, min(max(y + dy, 0), height - 1), col0 + dx :]
 
 
-@njit(cache=True, parallel=True)
 def run_stage(
+    src: np.ndarray,
+    src_pad: int,
+    first: int,
+    last: int,
+    desc: np.ndarray,
+    tap_channel: np.ndarray,
+    tap_dy: np.ndarray,
+    tap_dx: np.ndarray,
+    w_grouped: np.ndarray,
+    bias_init: np.ndarray,
+    w_shift: int,
+    dst: np.ndarray,
+    dst_pad: int,
+) -> None:
+    """Layers first..last-1 (first any kernel, the others 1x1) from src to dst.
+
+    src: int32 (C_in, H, W + 2 src_pad); dst: int32 (C_out, H, W + 2 dst_pad), Q12;
+    both padded columns replicate the edge columns. Rows run on parallel_rows' threads.
+    """
+    parallel_rows(
+        _stage_rows,
+        src.shape[1],
+        dst.shape[0] * dst.shape[2],
+        src,
+        src_pad,
+        first,
+        last,
+        desc,
+        tap_channel,
+        tap_dy,
+        tap_dx,
+        w_grouped,
+        bias_init,
+        w_shift,
+        dst,
+        dst_pad,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _stage_rows(
+    y_first,
+    y_last,
     src,
     src_pad,
     first,
@@ -117,12 +157,7 @@ def run_stage(
     dst,
     dst_pad,
 ):
-    """Layers first..last-1 (first any kernel, the others 1x1) from src to dst.
-
-    src: int32 (C_in, H, W + 2 src_pad); dst: int32 (C_out, H, W + 2 dst_pad), Q12;
-    both padded columns replicate the edge columns.
-    """
-    height = src.shape[1]
+    """Rows y_first..y_last-1 of run_stage."""
     width = src.shape[2] - 2 * src_pad
     c_out = desc[last - 1, D_OUT]
     channels = 1
@@ -130,53 +165,56 @@ def run_stage(
         channels = max(channels, desc[layer, D_IN], desc[layer, D_OUT])
     n_tiles = (width + MAX_TILE - 1) // MAX_TILE
     tile = (width + n_tiles - 1) // n_tiles
-    n_bands = min(height, N_BANDS)
-    for band in prange(n_bands):
-        buf_a = np.empty((channels, tile), dtype=np.int32)
-        buf_b = np.empty((channels, tile), dtype=np.int32)
-        acc = np.empty((channels, tile), dtype=np.int32)
-        for y in range(band * height // n_bands, (band + 1) * height // n_bands):
-            for tile_index in range(n_tiles):
-                x0 = tile_index * tile
-                n = min(tile, width - x0)
-                conv_layer_tile(
-                    src,
-                    src_pad,
-                    y,
-                    x0,
-                    n,
-                    desc[first],
-                    tap_channel,
-                    tap_dy,
-                    tap_dx,
-                    w_grouped,
-                    bias_init,
-                    w_shift,
-                    acc,
-                    buf_b,
-                    buf_a,
-                )
-                x_in, x_out = buf_a, buf_b
-                for layer in range(first + 1, last):
-                    dense_layer(x_in, n, desc[layer], w_grouped, bias_init, w_shift, acc, x_out)
-                    x_in, x_out = x_out, x_in
-                for o in range(c_out):
-                    out_row = dst[o, y, dst_pad + x0 :]
-                    in_row = x_in[o]
-                    for t in range(n):
-                        out_row[t] = in_row[t]
+    buf_a = np.empty((channels, tile), dtype=np.int32)
+    buf_b = np.empty((channels, tile), dtype=np.int32)
+    acc = np.empty((channels, tile), dtype=np.int32)
+    for y in range(y_first, y_last):
+        for tile_index in range(n_tiles):
+            x0 = tile_index * tile
+            n = min(tile, width - x0)
+            conv_layer_tile(
+                src,
+                src_pad,
+                y,
+                x0,
+                n,
+                desc[first],
+                tap_channel,
+                tap_dy,
+                tap_dx,
+                w_grouped,
+                bias_init,
+                w_shift,
+                acc,
+                buf_b,
+                buf_a,
+            )
+            x_in, x_out = buf_a, buf_b
+            for layer in range(first + 1, last):
+                dense_layer(x_in, n, desc[layer], w_grouped, bias_init, w_shift, acc, x_out)
+                x_in, x_out = x_out, x_in
             for o in range(c_out):
-                row = dst[o, y]
-                for p in range(dst_pad):
-                    row[p] = row[dst_pad]
-                    row[dst_pad + width + p] = row[dst_pad + width - 1]
+                out_row = dst[o, y, dst_pad + x0 :]
+                in_row = x_in[o]
+                for t in range(n):
+                    out_row[t] = in_row[t]
+        for o in range(c_out):
+            row = dst[o, y]
+            for p in range(dst_pad):
+                row[p] = row[dst_pad]
+                row[dst_pad + width + p] = row[dst_pad + width - 1]
 
 
-@njit(cache=True, parallel=True)
-def pad_columns(src, dst, pad):
+def pad_columns(src: np.ndarray, dst: np.ndarray, pad: int) -> None:
     """dst (C, H, W + 2 pad) = src (C, H, W) with `pad` replicated edge columns each side."""
-    n_channels, height, width = src.shape
-    for row in prange(n_channels * height):
+    parallel_rows(_pad_rows, src.shape[0] * src.shape[1], dst.shape[2], src, dst, pad)
+
+
+@njit(cache=True, nogil=True)
+def _pad_rows(first, last, src, dst, pad):
+    """Rows first..last-1 of pad_columns, counted over (channel, row)."""
+    height, width = src.shape[1], src.shape[2]
+    for row in range(first, last):
         c = row // height
         y = row % height
         src_row = src[c, y]

@@ -1,9 +1,10 @@
 """Upsampling of the latent grids to the dense latent (spec section 6).
 
 All grids that have reached level l are upsampled together to level l - 1, so
-one parallel loop per level covers every channel. The vertical pass of one
-output row and the horizontal pass of that same row are fused (the horizontal
-pass of a row only reads that row), which keeps the intermediate row in cache;
+one row-parallel pass (parallel.parallel_rows) per level covers every channel.
+The vertical pass of one output row and the horizontal pass of that same row
+are fused (the horizontal pass of a row only reads that row), which keeps the
+intermediate row in cache;
 the arithmetic is exactly the spec's: vertical pass, round_shift, horizontal
 pass, round_shift, all int32 that wrap.
 """
@@ -11,9 +12,10 @@ pass, round_shift, all int32 that wrap.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .layer_kernels import wrap32
+from .parallel import parallel_rows
 from .syntax import SYN_FRAC, StreamHeader, grid_shape
 
 
@@ -31,54 +33,65 @@ def _round_shift_store(acc, n, rounding, shift, out):
         out[t] = np.int64(wrap32(np.int64(acc[t]) + rounding)) >> shift
 
 
-# Output rows are processed in bands (of the flattened (channel, row) index),
-# each with its own scratch buffers allocated once per band.
-N_BANDS = 64
-
-
-@njit(cache=True, parallel=True)
-def upsample_level(src, dst, grid, taps, offsets_even, offsets_odd, shift):
+def upsample_level(
+    src: np.ndarray,
+    dst: np.ndarray,
+    grid: np.ndarray,
+    taps: np.ndarray,
+    offsets_even: np.ndarray,
+    offsets_odd: np.ndarray,
+    shift: int,
+) -> None:
     """One level of spec 6 for every channel at once.
 
     src: int32 (C, h_in, w_in), Q12, the channels at level l. dst: int32
     (C + 1, h_out, w_out) at level l - 1: dst[0] = grid << 12 (grid: int32 latents
     of level l - 1), dst[c + 1] = src[c] upsampled (vertical then horizontal).
+    The output rows (of every channel) run on parallel_rows' threads.
     """
+    n_rows = dst.shape[0] * dst.shape[1]
+    parallel_rows(
+        _upsample_rows, n_rows, dst.shape[2], src, dst, grid, taps, offsets_even, offsets_odd, shift
+    )
+
+
+@njit(cache=True, nogil=True)
+def _upsample_rows(first, last, src, dst, grid, taps, offsets_even, offsets_odd, shift):
+    """Rows first..last-1 of upsample_level's output, counted over (channel, row) of dst."""
     n_channels, h_in, w_in = src.shape
     h_out, w_out = dst.shape[1], dst.shape[2]
     n_taps = taps.shape[0]
     # Replicate padding of the intermediate row covers every horizontal offset.
-    pad = 1
+    # (An int64 from the start: a literal 1 would make Numba compile _upsample_row
+    # a second time, for a Literal[int] pad, 1.2 s of a cold start.)
+    pad = np.int64(1)
     for k in range(n_taps):
         pad = max(pad, abs(offsets_even[k]), abs(offsets_odd[k]))
     rounding = np.int64(0)
     if shift > 0:
         rounding = np.int64(1) << (shift - 1)
-    n_rows = h_out * (n_channels + 1)
-    n_bands = min(n_rows, N_BANDS)
-    for band in prange(n_bands):
-        scratch = np.empty((5, w_in + 2 * pad), dtype=np.int32)
-        for row in range(band * n_rows // n_bands, (band + 1) * n_rows // n_bands):
-            c = row // h_out - 1
-            i = row % h_out
-            out_row = dst[c + 1, i]
-            if c < 0:
-                grid_row = grid[i]
-                for x in range(w_out):
-                    out_row[x] = grid_row[x] << SYN_FRAC
-            else:
-                _upsample_row(
-                    src[c],
-                    i,
-                    taps,
-                    offsets_even,
-                    offsets_odd,
-                    pad,
-                    rounding,
-                    shift,
-                    scratch,
-                    out_row,
-                )
+    scratch = np.empty((5, w_in + 2 * pad), dtype=np.int32)
+    for row in range(first, last):
+        c = row // h_out - 1
+        i = row % h_out
+        out_row = dst[c + 1, i]
+        if c < 0:
+            grid_row = grid[i]
+            for x in range(w_out):
+                out_row[x] = grid_row[x] << SYN_FRAC
+        else:
+            _upsample_row(
+                src[c],
+                i,
+                taps,
+                offsets_even,
+                offsets_odd,
+                pad,
+                rounding,
+                shift,
+                scratch,
+                out_row,
+            )
 
 
 @njit(cache=True)

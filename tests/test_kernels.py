@@ -377,6 +377,47 @@ def test_tables_have_spec_sizes_and_end_values():
 # Tests: latents
 
 
+def test_laplace_model_matches_literal_cdf():
+    """laplace_batch's bounds cdf(guess), cdf(guess + 1) and the kernels' cdf equal spec
+    5.4's integer cdf, including at the clipping limits of mu and log_scale and for
+    alphabets up to 65536 symbols."""
+    from coolchic_ref import latents as kernels
+
+    rng = np.random.default_rng(5)
+    for k in (2, 3, 26, 1000, 65536):
+        lmin = int(rng.integers(-32768, 32768 - k + 1))
+        centre = (lmin + k // 2) << 8
+        mus = [0, centre, centre + 77, (lmin << 8) - 300, (lmin + k) << 8, 1 << 23, -(1 << 23)]
+        mus += [(1 << 23) + 9, -(1 << 23) - 9] + [
+            int(v) for v in rng.integers(-(1 << 24), 1 << 24, 7)
+        ]
+        log_scales = [-1536, 2048, -1600, 2100, 0, 300] + [
+            int(v) for v in rng.integers(-1536, 2049, 10)
+        ]
+        n = min(len(mus), len(log_scales))
+        model = np.zeros((kernels._MODEL_ROWS, kernels.TILE), dtype=np.int64)
+        kernels.laplace_batch(
+            model,
+            np.array(mus[:n], dtype=np.int32),
+            np.array(log_scales[:n], dtype=np.int32),
+            n,
+            k,
+            np.int64(lmin),
+        )
+        spare = (1 << 24) - k
+        for t in range(n):
+            cdf = ref_cdf(mus[t], log_scales[t], lmin, k)
+            guess = int(model[kernels.M_GUESS, t])
+            assert model[kernels.M_C_GUESS, t] == cdf(guess), (k, t)
+            assert model[kernels.M_C_NEXT, t] == cdf(guess + 1), (k, t)
+            column = [int(model[row, t]) for row in (kernels.M_G0, kernels.M_MASS)]
+            mu, inv = int(model[kernels.M_MU, t]), int(model[kernels.M_INV, t])
+            points = range(k + 1) if k <= 1000 else rng.integers(0, k + 1, 300)
+            for i in points:
+                value = kernels._cdf(int(i), k, spare, *column, lmin, mu, inv)
+                assert value == cdf(int(i)), (k, t, int(i))
+
+
 def test_context_offsets_follow_spec_order():
     dys, dxs = context_offsets(1)
     assert list(zip(dys.tolist(), dxs.tolist(), strict=True)) == [
@@ -488,6 +529,31 @@ def test_cross_grid_latents_match_literal_transcription(case):
         )
         assert error is None
         np.testing.assert_array_equal(reference, latents[g])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cross_grid_pipeline_in_small_chunks(monkeypatch, threads):
+    """v2 with the finest grid decoded in chunks of one diagonal on its own thread,
+    each waiting for the coarser grids that another thread decodes ahead: the same
+    latents as the literal coder, with one thread or two; and an invalid coarser
+    substream is still reported (the waiting finest grid stops)."""
+    import coolchic_ref.latents as latents_module
+
+    monkeypatch.setattr(latents_module, "CHUNK_DIAGONALS", 1)
+    monkeypatch.setattr(latents_module, "thread_count", lambda: threads)
+    for case in (0, 3):
+        rng = np.random.default_rng(500 + case)
+        *params, cross_grids = CROSS_GRID_CASES[case]
+        header, arm_weights, latents, substreams = _roundtrip_case(
+            rng, *params, cross_grids=cross_grids
+        )
+        decoded = decode_latent_grids(header, arm_weights, substreams)
+        for g in range(header.n_grids):
+            np.testing.assert_array_equal(decoded[g], latents[g])
+        bad = list(substreams)
+        bad[1] = b"\x00\x00\x00\x00" + substreams[1][4:]
+        with pytest.raises(StreamError, match="^grid 1: invalid substream start$"):
+            decode_latent_grids(header, arm_weights, bad)
 
 
 def test_cross_grid_context_is_read():
@@ -758,7 +824,12 @@ def _pipeline_inputs():
     return header, arm_weights, substreams, taps, syn_weights
 
 
-def test_output_does_not_depend_on_thread_count():
+def test_output_does_not_depend_on_thread_count(monkeypatch):
+    """Latents, dense latent and synthesis output with 1 thread and with all of them;
+    the row kernels split even this small picture into pieces (SERIAL_BELOW = 0)."""
+    import coolchic_ref.parallel as parallel
+
+    monkeypatch.setattr(parallel, "SERIAL_BELOW", 0)
     namespace: dict = {}
     exec(_PIPELINE_SNIPPET, namespace)
     inputs = _pipeline_inputs()

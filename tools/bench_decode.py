@@ -1,6 +1,7 @@
 """Decoder benchmark: time per stage and total, warm and cold, as a table.
 
     python tools/bench_decode.py [--runs 15] [--width 768 --height 512] [--stream x.cool]
+                                 [--cross-grids C] [--process-runs 3] [--no-cold]
 
 Without --stream it generates a 768x512 RGB stream with 7 grids at about 2000
 MAC per pixel (random integer weights, Laplace-distributed latents) with the
@@ -8,7 +9,10 @@ encoder's stream writer. Reported figures:
 
 - in-process warm decode, per stage (median of --runs runs);
 - `coolchic-ref decode` as a fresh process, cold (empty Numba cache) and warm
-  (cache filled), wall time, median of --process-runs runs.
+  (cache filled), wall time, median of --process-runs runs (--no-cold: warm only,
+  the cache then filled by one untimed run). The process is `python -m
+  coolchic_ref` with this interpreter, so it runs the same package as the
+  in-process figures, whatever `coolchic-ref` is first on PATH.
 """
 
 from __future__ import annotations
@@ -110,7 +114,8 @@ def time_process(stream: Path, runs: int, cache_dir: Path, cold: bool) -> float:
                         cached.unlink()
             start = time.perf_counter()
             subprocess.run(
-                ["coolchic-ref", "decode", str(stream), "-o", f"{out_dir}/out.png", "--quiet"],
+                [sys.executable, "-m", "coolchic_ref", "decode", str(stream)]
+                + ["-o", f"{out_dir}/out.png", "--quiet"],
                 check=True,
                 env=env,
             )
@@ -129,6 +134,9 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--process-runs", type=int, default=3)
+    parser.add_argument(
+        "--no-cold", action="store_true", help="skip the cold (empty Numba cache) process runs"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as work:
@@ -154,7 +162,11 @@ def main() -> int:
         print("MAC/pixel: " + ", ".join(f"{k} {v:.0f}" for k, v in mac.items()))
 
         cache_dir = work_dir / "numba-cache"
-        cold = time_process(stream, args.process_runs, cache_dir, cold=True)
+        if args.no_cold:
+            time_process(stream, 1, cache_dir, cold=False)  # fills the cache
+            cold = float("nan")
+        else:
+            cold = time_process(stream, args.process_runs, cache_dir, cold=True)
         warm_process = time_process(stream, args.process_runs, cache_dir, cold=False)
         stages = time_in_process(data, args.runs)
 

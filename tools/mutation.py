@@ -1065,13 +1065,11 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
-                "half = 1 << (k - 1)\n"
-                "            top, right = coarse.shape[0] - 1, coarse.shape[1] - 1\n"
-                "            cross[k - 1] = coarse[\n"
-                "                np.minimum((rows + half) >> k, top)[:, None],\n"
-                "                np.minimum((cols + half) >> k, right)[None, :],\n"
-                "            ] << ARM_FRAC\n",
+                "row[t] = latents[offset + (y >> shift) * width + (x >> shift)] << ARM_FRAC\n",
+                "half = 1 << (shift - 1)\n"
+                "            yy = min((y + half) >> shift, cross[c, X_HEIGHT] - 1)\n"
+                "            xx = min((x + half) >> shift, width - 1)\n"
+                "            row[t] = latents[offset + yy * width + xx] << ARM_FRAC\n",
             ),
         ),
         versions=(2,),
@@ -1083,13 +1081,13 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "            coarse = grids[level + k]\n",
-                "            coarse = grids[level + 1]\n",
+                "        coarse = level + k\n        if coarse < header.n_grids",
+                "        coarse = level + 1\n        if level + k < header.n_grids",
             ),
             _r(
                 "latents.py",
-                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
-                "cross[k - 1] = coarse[(rows >> 1)[:, None], (cols >> 1)[None, :]] << ARM_FRAC\n",
+                "(offsets[coarse], grid.height, grid.width, k)\n",
+                "(offsets[coarse], grid.height, grid.width, 1)\n",
             ),
         ),
         versions=(2,),
@@ -1101,8 +1099,8 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
-                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]]\n",
+                "row[t] = latents[offset + (y >> shift) * width + (x >> shift)] << ARM_FRAC\n",
+                "row[t] = latents[offset + (y >> shift) * width + (x >> shift)]\n",
             ),
         ),
         versions=(2,),
@@ -1114,15 +1112,16 @@ MUTANTS: list[Mutant] = [
         (
             _r(
                 "latents.py",
-                "        if level + k < len(grids):\n            coarse = grids[level + k]\n",
-                "        if True:\n            kk = min(k, len(grids) - 1 - level)\n"
-                "            if kk == 0:\n                continue\n"
-                "            coarse = grids[level + kk]\n",
+                "        coarse = level + k\n"
+                "        if coarse < header.n_grids and available[coarse]:\n",
+                "        kk = min(k, header.n_grids - 1 - level)\n"
+                "        coarse = level + kk\n"
+                "        if kk > 0 and available[coarse]:\n",
             ),
             _r(
                 "latents.py",
-                "cross[k - 1] = coarse[(rows >> k)[:, None], (cols >> k)[None, :]] << ARM_FRAC\n",
-                "cross[k - 1] = coarse[(rows >> kk)[:, None], (cols >> kk)[None, :]] << ARM_FRAC\n",
+                "(offsets[coarse], grid.height, grid.width, k)\n",
+                "(offsets[coarse], grid.height, grid.width, kk)\n",
             ),
         ),
         versions=(2,),
@@ -1140,8 +1139,9 @@ MUTANTS: list[Mutant] = [
             ),
             _r(
                 "latents.py",
-                "                gather_cross(buf_a, ctx_dy.shape[0], cross, d, y0, n, r)\n",
-                "                gather_cross(buf_a, 0, cross, d, y0, n, r)\n",
+                "                gather_cross("
+                "buf_a, ctx_dy.shape[0], latents, cross, d, y0, n, r)\n",
+                "                gather_cross(buf_a, 0, latents, cross, d, y0, n, r)\n",
             ),
         ),
         versions=(2,),
