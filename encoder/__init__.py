@@ -8,16 +8,14 @@ Importing this package does not import torch; `encode` loads it on first use.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-# Torch's OpenMP threads spin while waiting for work by default. When another process
-# also wants the CPU (2 cores here), every parallel region then waits for a descheduled
-# spinning thread: measured 1.5-6.8 s per iteration instead of 0.32 s for a 768x512
-# picture. Passive waiting costs a few percent on an idle machine. libgomp reads the
-# variable when torch loads, so it only takes effect if torch is not imported yet; a
-# value set by the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Torch's OpenMP threads: the libgomp default (spin a moment, then sleep) is kept.
+# Measured 2026-12-03, 768x512, `instant`, 2 cores: 0.29 s per iteration with it,
+# 0.49 with OMP_WAIT_POLICY=PASSIVE (set here before) and 0.41 on one thread; with a
+# busy-loop process on one of the cores 0.97, 0.48 and 0.47. Pictures of up to 2^16
+# pixels train on one thread (`api.SINGLE_THREAD_PIXELS`); encodes that share the
+# cores run one thread each (`tools/rd_eval.py --jobs`, or OMP_NUM_THREADS=1).
 
 
 def __getattr__(name: str) -> Any:
