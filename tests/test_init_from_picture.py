@@ -124,7 +124,7 @@ def test_synthesis_is_the_linear_reader_of_the_grids() -> None:
             hidden_zero = torch.relu(syn.biases[0].view(-1, 1)).expand(-1, 9)
             through = w2[:, :, 0] @ (hidden - hidden_zero)
             direction = through[:, -1] - through[:, 0]
-            assert torch.allclose(direction.norm(), torch.tensor(step * (z[-1] - z[0])), rtol=1e-4)
+            assert float(direction.norm()) == pytest.approx(step * float(z[-1] - z[0]), rel=1e-4)
             expected = direction.view(-1, 1) * (z - z[0]).view(1, -1) / (z[-1] - z[0])
             assert torch.allclose(through - through[:, :1], expected, atol=1e-5)
     assert int((syn.biases[0] != 0).sum()) == 2
