@@ -345,11 +345,16 @@ def laplace_symbol(q, k, lmin, mu, inv, g0, mass, guess, c_guess, c_next):
 # --- one grid ---------------------------------------------------------------------
 
 
+def diagonal_count(height: int, width: int, r: int) -> int:
+    """Number of diagonals d = x + (r + 1) y (spec 5.2) of a height x width grid."""
+    return width + (r + 1) * (height - 1)
+
+
 def diagonal_layout(height: int, width: int, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(diag_first, diag_start) of a grid's diagonals d = x + (r + 1) y (spec 5.2), int64:
     diagonal d holds rows diag_first[d].., stored at diag_start[d].. in diagonal-major
     order (diag_start has one entry more: the grid's size)."""
-    d = np.arange(width + (r + 1) * (height - 1), dtype=np.int64)
+    d = np.arange(diagonal_count(height, width, r), dtype=np.int64)
     diag_first = np.maximum(0, (d - (width - 1) + r) // (r + 1))  # floor division
     diag_last = np.minimum(height - 1, d // (r + 1))
     diag_start = np.zeros(d.shape[0] + 1, dtype=np.int64)
@@ -582,7 +587,7 @@ def decode_latent_grids(
         ]
 
     def n_diagonals(g: int) -> int:
-        return grids[g].width + (r + 1) * (grids[g].height - 1)
+        return diagonal_count(grids[g].height, grids[g].width, r)
 
     def decode_chunks(g: int, chunk: int | None) -> Iterator[None]:
         """Decode grid g, one chunk of `chunk` diagonals (None: all) per step."""

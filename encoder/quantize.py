@@ -548,7 +548,11 @@ class DecoderShiftSearch:
             return self.ups_high
         if name == "syn_w":
             return self.syn_high
-        return min(max_syn_b_shift(point.syn_w), self.syn_b_high)
+        return self.syn_b_top(point.syn_w)
+
+    def syn_b_top(self, syn_w: int) -> int:
+        """Largest bias shift legal for `syn_w` at which the biases fit int16."""
+        return min(max_syn_b_shift(syn_w), self.syn_b_high)
 
     def cost(self, point: DecoderShifts, exact: bool) -> float:
         """MSE + lambda * (taps + synthesis) bits / pixels at `point`; inf if not admissible."""
@@ -602,11 +606,7 @@ class DecoderShiftSearch:
         """The finest admissible formats."""
         stats = self.problem.stats
         syn_w = next(
-            (
-                ws
-                for ws in range(self.syn_high, -1, -1)
-                if stats.syn_ok(ws, min(max_syn_b_shift(ws), self.syn_b_high))
-            ),
+            (ws for ws in range(self.syn_high, -1, -1) if stats.syn_ok(ws, self.syn_b_top(ws))),
             None,
         )
         ups = next((u for u in range(self.ups_high, -1, -1) if stats.ups_ok(u)), None)
@@ -614,9 +614,7 @@ class DecoderShiftSearch:
             raise RuntimeError(
                 "no admissible synthesis / upsampling precision (activations too large)"
             )
-        return DecoderShifts(
-            ups=ups, syn_w=syn_w, syn_b=min(max_syn_b_shift(syn_w), self.syn_b_high)
-        )
+        return DecoderShifts(ups=ups, syn_w=syn_w, syn_b=self.syn_b_top(syn_w))
 
     def run(self, exact: bool) -> DecoderShifts:
         point = self.start()

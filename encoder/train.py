@@ -200,6 +200,7 @@ INIT_STEP_SCALES = (0.35, 0.5, 0.7, 1.0, 1.4)
 
 @dataclass
 class _Pyramid:
+    step: float  # output change of one latent unit, [0, 1] units
     latents: list[torch.Tensor]  # per grid, in latent units (not rounded)
     directions: torch.Tensor  # (N, C): unit colour direction of each grid
     mse: float  # of the picture rebuilt from the rounded latents, [0, 1] units
@@ -232,12 +233,14 @@ def _colour_pyramid(model: CoolChic, residual: torch.Tensor, step: float) -> _Py
         latents[g] = (direction @ coarse).view(h, w) / step
         directions[g] = direction
         # Closed loop: finer grids see the coarser grids' rounding error and correct it.
-        only_g = [torch.round(y) if k == g else torch.zeros_like(y) for k, y in enumerate(latents)]
-        upsampled = model.upsampling(only_g, model.sizes)[g]
+        # The upsampling cascade starts at grid g: the coarser grids are left out, the
+        # finer ones are the zero channels it stacks beside grid g on its way down.
+        only_g = [torch.zeros_like(y) for y in latents[:g]] + [torch.round(latents[g])]
+        upsampled = model.upsampling(only_g, model.sizes[: g + 1])[g]
         residual -= step * direction.view(-1, 1, 1) * upsampled.unsqueeze(0)
     # What is left is the error of the picture rebuilt from the rounded latents.
     mse = float(residual.square().mean())
-    return _Pyramid(latents, directions, mse, sum(_entropy_bits(y) for y in latents))
+    return _Pyramid(step, latents, directions, mse, sum(_entropy_bits(y) for y in latents))
 
 
 @torch.no_grad()
@@ -279,8 +282,7 @@ def init_from_picture(
             best = (cost, scale, pyramid)
     assert best is not None
     _, scale, pyramid = best
-    step = latent_step(lmbda, n_channels, scale)
-    latents, directions = pyramid.latents, pyramid.directions
+    step, latents, directions = pyramid.step, pyramid.latents, pyramid.directions
     n = model.n_grids
     # Grid g reaches the output through relu(z) - relu(-z) = z where the first layer
     # has two units for it (finest grids first), else through relu(z + b) with a bias b
