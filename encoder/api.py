@@ -100,24 +100,43 @@ def load_picture(image: str | os.PathLike | np.ndarray | Picture) -> Picture:
     raise InputError(f"cannot encode an object of type {type(image).__name__}")
 
 
-# Up to this many pixels, training runs on one thread: on 2 cores a 256x256 `instant`
-# encode took 16.3 s on one thread and 17.0 s on two (spinning OpenMP threads), and one
-# thread does not suffer when another process wants the second core.
+# Up to this many pixels, training runs one Torch thread per op (`training_threads`): on
+# 2 cores a 256x256 `instant` encode took 16.3 s on one thread and 17.0 s on two
+# (spinning OpenMP threads). The second core runs the rate branch instead.
 SINGLE_THREAD_PIXELS = 1 << 16
 
 
 @contextlib.contextmanager
-def training_threads(pixels: int, device: torch.device) -> Iterator[None]:
-    """One CPU thread for small pictures (unless OMP_NUM_THREADS says otherwise)."""
-    if device.type != "cpu" or pixels > SINGLE_THREAD_PIXELS or "OMP_NUM_THREADS" in os.environ:
-        yield
+def training_threads(pixels: int, device: torch.device) -> Iterator[bool]:
+    """Torch threads for training on the CPU; yields whether to run each step's rate and
+    distortion branches on two threads (`train.backward_pass`).
+
+    Pictures of up to SINGLE_THREAD_PIXELS train on one Torch thread per branch, the
+    branches side by side when 2 cores are there: on 2 idle cores a 256x256 `instant`
+    iteration takes 56-60 ms against 84-85 ms on one thread (two Torch threads are no
+    faster than one at that size). OMP_NUM_THREADS, when set, is the budget: 1 keeps
+    everything on one thread. Larger pictures keep Torch's own threads: at 768x512, op
+    2000, two branches of one thread each were no faster than two Torch threads (413
+    against 415 ms per iteration), the ARM branch being the longer one.
+    """
+    if device.type != "cpu" or pixels > SINGLE_THREAD_PIXELS:
+        yield False
         return
+    budget = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or available_cores()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        yield budget >= 2
     finally:
         torch.set_num_threads(before)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def picture_targets(picture: Picture, device: torch.device) -> list[torch.Tensor]:
@@ -234,11 +253,11 @@ def encode(
     fingerprint = _fingerprint(picture, config, schedule, arch)
 
     best: _LoopResult | None = None
-    with training_threads(picture.width * picture.height, device):
+    with training_threads(picture.width * picture.height, device) as parallel_branches:
         for loop in range(config.n_train_loops):
             result = _encode_once(
                 picture, config, schedule, arch, device, targets, loop, progress, work,
-                resume, fingerprint, say,
+                resume, fingerprint, say, parallel_branches,
             )  # fmt: skip
             if best is None or result.cost < best.cost:
                 best = result
@@ -312,6 +331,7 @@ def _encode_once(
     resume: bool,
     fingerprint: str,
     say: Callable[[str], None],
+    parallel_branches: bool = False,
 ) -> _LoopResult:
     """One training + quantization + stream writing (one of `n_train_loops`)."""
     done_path = work / f"loop{loop}.done.pt" if work else None
@@ -337,6 +357,7 @@ def _encode_once(
         device=device,
         progress=progress,
         checkpoint=checkpoint if ckpt_path is not None else None,
+        parallel_branches=parallel_branches,
     )
     if resume and ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, weights_only=False, map_location=device)

@@ -29,6 +29,7 @@ import ctypes
 import math
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -339,6 +340,52 @@ def loss_terms(
     return mse + lmbda * bpp, mse, bpp
 
 
+def backward_pass(
+    model: CoolChic,
+    targets: list[torch.Tensor],
+    lmbda: float,
+    quantizer: Quantizer,
+    rate_thread: ThreadPoolExecutor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward and backward of one training step; returns detached (loss, mse, bpp).
+
+    With a `rate_thread`, the rate branch (contexts, ARM, Laplace bits) runs there while
+    this thread runs the distortion branch (upsampling, synthesis, MSE). The branches
+    share only the quantized latents and no parameter, so each starts from its own
+    detached copy of them; their latent gradients are summed and sent back through the
+    quantizer. Same gradients as one backward pass (measured: bit for bit on the sample,
+    op 1000), in 0.66-0.70 of its time on a 256x256 picture with one Torch thread per
+    branch on 2 cores. Torch releases the GIL inside its kernels, so the branches
+    overlap; each is single-threaded and deterministic.
+    """
+    if rate_thread is None:
+        loss, mse, bpp = loss_terms(model, targets, lmbda, quantizer)
+        loss.backward()
+        return loss.detach(), mse.detach(), bpp.detach()
+    quantized = model.quantized_latents(quantizer)
+    needs_grad = quantized[0].requires_grad
+    for_rate = [q.detach().requires_grad_(needs_grad) for q in quantized]
+    for_distortion = [q.detach().requires_grad_(needs_grad) for q in quantized]
+
+    def rate_branch() -> torch.Tensor:
+        bpp = model.rate(for_rate).sum() / (model.height * model.width)
+        (lmbda * bpp).backward()
+        return bpp.detach()
+
+    pending = rate_thread.submit(rate_branch)
+    try:
+        image = model.decode(for_distortion)
+        mse = distortion(model, image, targets, clamp=False)
+        mse.backward()
+    finally:
+        bpp = pending.result()  # never leave the other branch running on an error
+    if needs_grad:
+        grads = [a.grad + b.grad for a, b in zip(for_distortion, for_rate, strict=True)]
+        torch.autograd.backward(quantized, grads)
+    mse = mse.detach()
+    return mse + lmbda * bpp, mse, bpp
+
+
 @torch.no_grad()
 def evaluate(model: CoolChic, targets: list[torch.Tensor], lmbda: float) -> Metrics:
     """Loss with hard-rounded latents (what the decoder will see, up to weight quantization)."""
@@ -458,7 +505,10 @@ class Trainer:
         progress: ProgressFn | None = None,
         checkpoint: Callable[[dict], None] | None = None,
         latent_lr_scale: float | None = None,
+        parallel_branches: bool = False,
     ) -> None:
+        """`parallel_branches`: run the rate and distortion branches of each step on two
+        threads (`backward_pass`); meant for one Torch thread per branch."""
         self.arch = arch
         self.targets = targets
         self.height, self.width = picture_size
@@ -481,6 +531,8 @@ class Trainer:
         self.best_state: dict | None = None
         self.best_loss = math.inf
         self.log: list[dict] = []
+        self.parallel_branches = parallel_branches
+        self._rate_thread: ThreadPoolExecutor | None = None
 
     # -- stages -----------------------------------------------------------------------
 
@@ -530,16 +582,23 @@ class Trainer:
     def run(self) -> CoolChic:
         """Train to the end of the schedule; return the best model (hard-rounding loss)."""
         stages = self._stages()
-        with cpu_allocator_tuned(self.device):
-            while self.stage_index < len(stages):
-                stage = stages[self.stage_index]
-                if stage.kind == "warmup":
-                    self._warmup(stage)
-                else:
-                    self._train_stage(stage)
-                self.stage_index += 1
-                self.stage_itr = 0
-                self._save_checkpoint()
+        if self.parallel_branches:
+            self._rate_thread = ThreadPoolExecutor(1, thread_name_prefix="rate-branch")
+        try:
+            with cpu_allocator_tuned(self.device):
+                while self.stage_index < len(stages):
+                    stage = stages[self.stage_index]
+                    if stage.kind == "warmup":
+                        self._warmup(stage)
+                    else:
+                        self._train_stage(stage)
+                    self.stage_index += 1
+                    self.stage_itr = 0
+                    self._save_checkpoint()
+        finally:
+            if self._rate_thread is not None:
+                self._rate_thread.shutdown()
+                self._rate_thread = None
         assert self.model is not None
         return self.model
 
@@ -614,16 +673,15 @@ class Trainer:
             group["lr"] = lr * group["scale"]
         quantizer = self._quantizer(stage, itr)
         optimizer.zero_grad(set_to_none=True)
-        loss, mse, bpp = loss_terms(model, self.targets, self.lmbda, quantizer)
-        loss.backward()
+        loss, mse, bpp = backward_pass(
+            model, self.targets, self.lmbda, quantizer, self._rate_thread
+        )
         if self.preset.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(optimizer.network_params, self.preset.grad_clip)
         optimizer.step()
         self.itr_done += 1
         if self.progress is not None:
-            self.progress(
-                Progress(name, self.itr_done, self.total, loss.detach(), mse.detach(), bpp.detach())
-            )
+            self.progress(Progress(name, self.itr_done, self.total, loss, mse, bpp))
 
     # -- checkpoints --------------------------------------------------------------------
 

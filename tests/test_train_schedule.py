@@ -128,3 +128,97 @@ def test_optimizer_state_resumes_exactly(kind: str) -> None:
     for name, a in model.state_dict().items():
         b = resumed_state[name]
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("kind", ["softround", "ste", "round"])
+def test_two_branch_step_gives_the_gradients_of_one_backward_pass(kind: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coolchic_ref.encoder.model import Quantizer
+    from coolchic_ref.encoder.train import backward_pass
+
+    trainer = make_trainer()
+    # Phase 1's noisy soft rounding, a plain straight-through rounding (phase 2's own
+    # has a nearly zero gradient), and the hard rounding of a frozen phase 2.
+    quantizer = {
+        "softround": Quantizer("softround", 0.3, "gaussian", 0.2),
+        "ste": Quantizer("ste", 0.0),
+        "round": Quantizer("round"),
+    }[kind]
+    model = trainer._new_model(0)
+    with torch.no_grad():  # every parameter on a path with a gradient
+        for latent in model.latents:
+            latent.normal_(0.0, 2.0)
+        for weight in model.arm.weights:
+            weight.normal_(0.0, 0.3)
+    results = []
+    with ThreadPoolExecutor(1) as rate_thread:
+        for thread in (None, rate_thread):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(5)  # the same noise for both passes
+            terms = backward_pass(model, trainer.targets, 1e-2, quantizer, thread)
+            grads = {
+                n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+            }
+            results.append((terms, grads))
+    (one_terms, one_grads), (two_terms, two_grads) = results
+    for a, b in zip(one_terms, two_terms, strict=True):
+        assert not b.requires_grad
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    assert one_grads.keys() == two_grads.keys()
+    for name, a in one_grads.items():
+        b = two_grads[name]
+        if kind == "round" and name.startswith("latents."):
+            assert a is None and b is None, name
+            continue
+        assert a is not None and b is not None, name
+        assert a.abs().sum() > 0, name
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9, msg=name)
+
+
+def test_trainer_runs_the_branches_on_two_threads_and_stops_the_thread() -> None:
+    trainer = make_trainer(phase1_itr=3, phase2_itr=1, eval_every=2)
+    trainer.parallel_branches = True
+    seen = []
+    import coolchic_ref.encoder.train as train_module
+
+    original = train_module.backward_pass
+
+    def spy(*args, **kwargs):
+        seen.append(args[4] if len(args) > 4 else kwargs.get("rate_thread"))
+        return original(*args, **kwargs)
+
+    train_module.backward_pass = spy
+    try:
+        trainer.run()
+    finally:
+        train_module.backward_pass = original
+    assert len(seen) == 4 and all(thread is not None for thread in seen)
+    assert trainer._rate_thread is None
+
+
+@pytest.mark.parametrize(
+    ("pixels", "omp", "cores", "expected"),
+    [
+        (256 * 256, None, 2, (1, True)),  # small: one Torch thread per branch, side by side
+        (256 * 256, None, 1, (1, False)),
+        (256 * 256, "1", 2, (1, False)),  # OMP_NUM_THREADS is the budget
+        (256 * 256, "2", 1, (1, True)),
+        (768 * 512, None, 2, (None, False)),  # large: Torch's own threads, unchanged
+    ],
+)
+def test_training_threads_policy(monkeypatch, pixels, omp, cores, expected) -> None:
+    from coolchic_ref.encoder import api
+
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(api, "available_cores", lambda: cores)
+    before = torch.get_num_threads()
+    with api.training_threads(pixels, torch.device("cpu")) as parallel_branches:
+        inside = torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    threads, branches = expected
+    assert parallel_branches is branches
+    assert inside == (before if threads is None else threads)
