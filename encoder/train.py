@@ -430,6 +430,109 @@ def cpu_allocator_tuned(device: torch.device) -> Iterator[None]:
             libc.malloc_trim(0)
 
 
+class Adam:
+    """Adam (Kingma & Ba, 2015) without weight decay: the arithmetic of torch.optim.Adam's
+    single-tensor path on the CPU, operation for operation, so that encodes are unchanged.
+
+    Written out because torch.optim's optimizers import torch._dynamo on their first
+    call (0.8 s of a 15 s `instant` encode on 2 cores) for a compiler this encoder does
+    not use. `state_dict` has torch's layout, so checkpoints of either load in the other.
+    """
+
+    def __init__(
+        self, groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ) -> None:
+        self.param_groups = [{"betas": betas, "eps": eps, **group} for group in groups]
+        for group in self.param_groups:
+            group["params"] = list(group["params"])
+        self.state: dict[int, dict[str, torch.Tensor]] = {}
+
+    def _indexed(self) -> Iterator[tuple[int, dict, torch.Tensor]]:
+        index = 0
+        for group in self.param_groups:
+            for param in group["params"]:
+                yield index, group, param
+                index += 1
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for index, group, param in self._indexed():
+            if param.grad is None:
+                continue
+            grad = param.grad
+            state = self.state.get(index)
+            if state is None:
+                state = self.state[index] = {
+                    "step": torch.tensor(0.0),
+                    "exp_avg": torch.zeros_like(param),
+                    "exp_avg_sq": torch.zeros_like(param),
+                }
+            beta1, beta2 = group["betas"]
+            state["step"] += 1
+            step = state["step"].item()
+            state["exp_avg"].lerp_(grad, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            step_size = group["lr"] / (1 - beta1**step)
+            denom = (state["exp_avg_sq"].sqrt() / (1 - beta2**step) ** 0.5).add_(group["eps"])
+            param.addcdiv_(state["exp_avg"], denom, value=-step_size)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for _, _, param in self._indexed():
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.zero_()
+
+    def state_dict(self) -> dict:
+        groups = []
+        start = 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            groups.append({**group, "params": list(range(start, start + n))})
+            start += n
+        return {"state": dict(self.state), "param_groups": groups}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["param_groups"]) != len(self.param_groups):
+            raise ValueError("optimizer state of another model")
+        for group, saved in zip(self.param_groups, state["param_groups"], strict=True):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError("optimizer state of another model")
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        params = {index: param for index, _, param in self._indexed()}
+        self.state = {
+            int(index): {
+                key: value.clone() if key == "step" else value.to(params[int(index)].device)
+                for key, value in entries.items()
+            }
+            for index, entries in state["state"].items()
+        }
+
+
+def _soap(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """pytorch-optimizer's SOAP with the settings above.
+
+    torch.optim.Optimizer wraps four of its methods so that torch.compile skips them, and
+    the wrapper imports torch._dynamo on its first call (0.8 s); nothing here is
+    compiled, so the subclass calls the methods themselves.
+    """
+    from pytorch_optimizer import SOAP
+
+    def unwrapped(name: str) -> Callable:
+        method = getattr(torch.optim.Optimizer, name)
+        return getattr(method, "__wrapped__", method)
+
+    methods = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+    soap_class = type("SOAP", (SOAP,), {name: unwrapped(name) for name in methods})
+    return soap_class(
+        groups,
+        lr=lr,
+        betas=SOAP_BETAS,
+        weight_decay=SOAP_WEIGHT_DECAY,
+        precondition_frequency=SOAP_PRECONDITION_EVERY,
+    )
+
+
 class Optimizers:
     """Adam for the latent grids, SOAP or Adam for the networks, stepped together.
 
@@ -441,22 +544,15 @@ class Optimizers:
         latents = list(model.latents.parameters())
         ids = {id(p) for p in latents}
         self.network_params = [p for p in model.parameters() if id(p) not in ids]
-        self.latents = torch.optim.Adam(
+        self.latents = Adam(
             [{"params": latents, "lr": lr * latent_lr_scale, "scale": latent_lr_scale}]
         )
         networks = [{"params": self.network_params, "lr": lr, "scale": 1.0}]
+        self.networks: Adam | torch.optim.Optimizer
         if kind == "soap":
-            from pytorch_optimizer import SOAP
-
-            self.networks: torch.optim.Optimizer = SOAP(
-                networks,
-                lr=lr,
-                betas=SOAP_BETAS,
-                weight_decay=SOAP_WEIGHT_DECAY,
-                precondition_frequency=SOAP_PRECONDITION_EVERY,
-            )
+            self.networks = _soap(networks, lr)
         elif kind == "adam":
-            self.networks = torch.optim.Adam(networks)
+            self.networks = Adam(networks)
         else:
             raise ValueError(f"unknown optimizer {kind!r} (soap or adam)")
 

@@ -222,3 +222,48 @@ def test_training_threads_policy(monkeypatch, pixels, omp, cores, expected) -> N
     threads, branches = expected
     assert parallel_branches is branches
     assert inside == (before if threads is None else threads)
+
+
+def test_adam_is_torch_adam_bit_for_bit_and_loads_its_state() -> None:
+    from coolchic_ref.encoder.train import Adam
+
+    gen = torch.Generator().manual_seed(11)
+    start = [torch.randn(5, 7, generator=gen), torch.randn(3, generator=gen)]
+    grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(6)]
+    ours = [t.clone().requires_grad_() for t in start]
+    theirs = [t.clone().requires_grad_() for t in start]
+    ours_opt = Adam([{"params": ours, "lr": 0.03, "scale": 10.0}])
+    theirs_opt = torch.optim.Adam([{"params": theirs, "lr": 0.03, "scale": 10.0}])
+    for step, step_grads in enumerate(grads):
+        if step == 3:  # continue from the other's checkpoint, both ways
+            ours_opt.load_state_dict(copy.deepcopy(theirs_opt.state_dict()))
+            theirs_opt.load_state_dict(copy.deepcopy(ours_opt.state_dict()))
+        for params, opt in ((ours, ours_opt), (theirs, theirs_opt)):
+            opt.zero_grad()
+            for p, g in zip(params, step_grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b), step
+    assert ours_opt.param_groups[0]["scale"] == 10.0
+    assert not torch.equal(ours[0], start[0])
+
+
+def test_optimizers_do_not_import_the_torch_compiler() -> None:
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_train_schedule import make_trainer\n"
+        "trainer = make_trainer(phase1_itr=2, phase2_itr=1)\n"
+        "trainer.run()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
