@@ -323,6 +323,11 @@ with open(Path(__file__).with_name("calls.log"), "a") as log:
     log.write(f"{src.stem} {lmbda}\\n")
 with open(Path(__file__).with_name("threads.log"), "a") as log:
     log.write(os.environ.get("OMP_NUM_THREADS", "-") + "\\n")
+assert "--resume" in args
+work = Path(args[args.index("--workdir") + 1])
+with open(Path(__file__).with_name("workdirs.log"), "a") as log:
+    log.write(f"{work.name} {work.exists()}\\n")
+work.mkdir(parents=True, exist_ok=True)
 if lmbda == 0.5:
     print("simulated encoder failure", file=sys.stderr)
     sys.exit(3)
@@ -399,11 +404,20 @@ def test_evaluate_with_a_stand_in_codec(tmp_path: Path) -> None:
     assert errors.count("FAILED") == 2 and "exit code 3" in errors
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert len(calls) == 4
+    # Each encode gets its own checkpoint directory, removed once it has succeeded and
+    # kept for a failed one (where a rerun goes on).
+    workdirs = (tmp_path / "workdirs.log").read_text().splitlines()
+    names = sorted(line.split()[0] for line in workdirs)
+    assert len(set(names)) == 4 and all(name.endswith(".work") for name in names)
+    left = sorted(p.name for p in results.parent.rglob("*.work"))
+    assert len(left) == 2 and all("0.5" in name for name in left)
 
     # Rerun: the finished pairs are skipped, only the failed ones are tried again.
     assert rd_eval.main([*argv, "--jobs", "2"]) == 1
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert sorted(calls[4:]) == ["img_a 0.5", "img_b 0.5"]
+    rerun = (tmp_path / "workdirs.log").read_text().splitlines()[4:]
+    assert sorted(rerun) == sorted(f"{name} True" for name in left)  # the same directories
     assert len(rd_eval.read_results(results)) == 2
 
 

@@ -13,8 +13,11 @@ encoder's JSON gives MAC per pixel and its own timing; its claimed PSNR is kept 
 the column `psnr_encoder` for comparison, and a mismatch is reported.
 
 Resumable: one row is appended, flushed and fsynced per finished encode; on restart
-the combinations already in the results file are skipped. A failed encode is logged
-(stdout and <results>.errors.log) and skipped; the exit code is 1 if any failed.
+the combinations already in the results file are skipped, and an encode that was
+interrupted goes on from its last checkpoint (the encoder's `--workdir` / `--resume`,
+in `<workdir>/<image>_<preset>_l<lambda>.<options hash>.work`, removed once the encode
+is done). A failed encode is logged (stdout and <results>.errors.log) and skipped; the
+exit code is 1 if any failed.
 
 Where the encodes run: without --scheduler, `--jobs` encodes at a time on this
 machine. `--scheduler local` starts a dask.distributed LocalCluster of `--jobs`
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -428,14 +432,21 @@ def run_job(job: Job, workdir: Path, tools: Tools) -> dict[str, object]:
         stale.unlink(missing_ok=True)
     log.write_text(f"# {datetime.now(timezone.utc).isoformat()} {job.stem()}\n", encoding="utf-8")
 
-    cmd = [*tools.encoder_cmd, "encode", str(job.image_path), "-o", str(stream)]
-    cmd += ["--lmbda", format_lmbda(job.lmbda), "--preset", job.preset, "--json", str(meta)]
+    options = ["--lmbda", format_lmbda(job.lmbda), "--preset", job.preset]
     if tools.device:
-        cmd += ["--device", tools.device]
-    cmd += tools.encoder_args or []
+        options += ["--device", tools.device]
+    options += tools.encoder_args or []
+    # The encoder's checkpoints: an encode interrupted with the run goes on from its last
+    # one (every `eval_every` iterations) when the run is started again. Named after the
+    # options too, so that another run's checkpoint is never offered.
+    key = hashlib.sha256(shlex.join([str(job.image_path), *options]).encode()).hexdigest()
+    checkpoints = workdir / f"{job.stem()}.{key[:8]}.work"
+    cmd = [*tools.encoder_cmd, "encode", str(job.image_path), "-o", str(stream), *options]
+    cmd += ["--json", str(meta), "--workdir", str(checkpoints), "--resume"]
     code, encode_wall = _run_logged(cmd, log, tools.timeout_s, tools.env)
     if code != 0:
         raise EncodeError(f"encoder exit code {code} (log {log}: {_log_tail(log)})")
+    shutil.rmtree(checkpoints, ignore_errors=True)  # done: the stream and its row are kept
     if not stream.exists() or stream.stat().st_size == 0:
         raise EncodeError(f"encoder wrote no stream {stream}")
     claims: dict[str, object] = {}
