@@ -1,6 +1,9 @@
 """Encode the bundled sample image, decode it with the reference decoder, report bpp and PSNR.
 
-    python tools/run_sample.py [--preset instant] [--lmbda 0.004] [--out workdir/sample]
+    python tools/run_sample.py [--preset fast] [--lmbda 0.004] [--out workdir/sample]
+
+`fast` (about 2 minutes on 2 cores) is the default: on the bundled sample it beats
+JPEG and WebP at equal rate; `--preset instant` takes about 15-20 s and beats JPEG only.
 
 Both steps run the real command line (`coolchic-ref encode`, `coolchic-ref decode`);
 the PSNR is measured here, on the decoded PNG against the original. When `imagecodecs`
@@ -42,7 +45,7 @@ def run(command: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", type=Path, default=SAMPLE)
-    parser.add_argument("--preset", default="instant")
+    parser.add_argument("--preset", default="fast")
     parser.add_argument("--lmbda", type=float, default=0.004)
     parser.add_argument("--out", type=Path, default=ROOT / "workdir" / "sample")
     args = parser.parse_args()
