@@ -2,7 +2,7 @@
 
     python tools/bench_train.py [--image ../shared/data/kodak/kodim01.png] [--op 2000]
                                 [--iters 20] [--threads 2] [--device cpu]
-                                [--optimizers soap,adam]
+                                [--optimizers soap,adam] [--branches]
 
 Builds the model of operating point `--op` for the picture, then times `--iters`
 training iterations (forward, backward, Adam step) of each kind: phase 1 (soft
@@ -15,6 +15,10 @@ derived time of each preset's schedule.
 (the preset field `optimizer`; after a colon, the gradient clipping norm, 0 = none),
 alternating between them in rounds of `--iters` so that all see the same load on a
 shared machine.
+
+`--branches` adds the same steps with the rate branch on a second thread
+(`train.backward_pass`, what pictures of up to 65536 pixels get; use it with
+`--threads 1`).
 
 `--plain` times the same model with the straightforward formulation that the
 encoder's hand-written pieces replace, for a before/after ratio measured in one
@@ -53,11 +57,19 @@ def main() -> int:
         "--optimizers", default="", help="comma-separated networks' optimizers to compare"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds with --optimizers")
+    parser.add_argument(
+        "--branches",
+        action="store_true",
+        help="also time the steps with the rate branch on a second thread "
+        "(train.backward_pass; what pictures of up to 65536 pixels get)",
+    )
     args = parser.parse_args()
     if args.optimizers:
         compare_optimizers(args, args.optimizers.split(","))
         return 0
     variants = ["tuned", "plain"] if args.plain else ["tuned"]
+    if args.branches:
+        variants.append("branches")
     for variant in variants:
         bench(args, variant)
     return 0
@@ -173,7 +185,11 @@ def bench(args: argparse.Namespace, variant: str) -> None:
         model_module.arm_contexts = plain_contexts
         model_module._UpsamplePass = PlainUpsamplePass
         model_module._Conv = PlainConv
-    allocator = cpu_allocator_tuned(device) if variant == "tuned" else contextlib.nullcontext()
+    allocator = cpu_allocator_tuned(device) if variant != "plain" else contextlib.nullcontext()
+    if variant == "branches":
+        from concurrent.futures import ThreadPoolExecutor
+
+        trainer._rate_thread = ThreadPoolExecutor(1)
     with allocator:
         for kind in ("phase1", "phase2"):
             stage = stages[kind]
