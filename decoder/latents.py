@@ -37,9 +37,9 @@ threads or on their timing.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
@@ -47,7 +47,7 @@ from numba import njit
 from .errors import StreamError
 from .laplace_tables import EXP_NEG, INV_SCALE
 from .layer_kernels import MAX_WIDTH, PackedLayers, dense_layer
-from .parallel import thread_count
+from .parallel import run_alongside, thread_count
 from .syntax import ARM_FRAC, PRECISION, StreamHeader
 
 # Positions per ARM batch; a diagonal of a 768-wide grid (at most 192 positions
@@ -663,12 +663,9 @@ def decode_latent_grids(
         lists = [order]
         chunk = None
     # decode_diagonals releases the GIL: Python threads decode the lists in parallel.
-    if len(lists) == 1:
-        decode_list(lists[0], chunk)
-    else:
-        with ThreadPoolExecutor(max_workers=len(lists)) as pool:
-            for future in [pool.submit(decode_list, members, chunk) for members in lists]:
-                future.result()
+    # Only lists[0] (the finest grid of a v2 stream) waits for the others, so it runs
+    # on this thread.
+    run_alongside(*(functools.partial(decode_list, members, chunk) for members in lists))
     for g in order:
         if status[g] != STATUS_OK:
             raise StreamError(f"grid {g}: {_STATUS_MESSAGES[int(status[g])]}")

@@ -75,3 +75,17 @@ def parallel_rows(kernel: Callable[..., Any], n_rows: int, row_size: int, *args:
     finally:
         for helper in helpers:
             helper.result()
+
+
+def run_alongside(own: Callable[[], Any], *others: Callable[[], Any]) -> None:
+    """own() on the calling thread while the shared pool runs the `others`; returns when
+    all are done, raising the first error. `own` may wait for the others (the v2 grid
+    pipeline does); the others must not wait for anything, so that a pool thread never
+    blocks on work queued behind it."""
+    pool = _shared_pool()
+    helpers = [pool.submit(task) for task in others]
+    try:
+        own()
+    finally:
+        for helper in helpers:
+            helper.result()
