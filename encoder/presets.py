@@ -32,6 +32,11 @@ class Preset:
     warmup_candidates: int = 1
     warmup_itr: int = 0
     warmup_survivors: int = 1
+    # The warm-up's quantization proxy: "kumaraswamy" (softround at 0.3 with C3's
+    # Kumaraswamy noise, a = 2) or "lambda" (softround at 0.35 with Gaussian noise whose
+    # standard deviation falls with lambda: (0.747 - 0.432 log10 lambda) / 10, the level
+    # Cool-chic 5.0 publishes for its warm-up; 0.20 at lambda 0.001, 0.18 at 0.004).
+    warmup_noise: str = "kumaraswamy"
     start_lr: float = 1e-2
     phase2_lr: float = 1e-4
     # Phase 2's latents: "ste" (hard rounding forward, soft-rounding gradient: the latents
@@ -81,6 +86,8 @@ class Preset:
         # at start-up rather than after the warm-up has run.
         if self.noise not in NOISE_KINDS:
             raise ValueError(f"unknown noise {self.noise!r} (choose from {', '.join(NOISE_KINDS)})")
+        if self.warmup_noise not in ("kumaraswamy", "lambda"):
+            raise ValueError(f"unknown warmup_noise {self.warmup_noise!r} (kumaraswamy or lambda)")
         if self.phase2_latents not in ("ste", "frozen"):
             raise ValueError(f"unknown phase2_latents {self.phase2_latents!r} (ste or frozen)")
         if self.init not in ("zero", "picture"):

@@ -41,6 +41,7 @@ from .presets import Architecture, Preset
 
 WARMUP_TEMPERATURE = 0.3
 WARMUP_NOISE = 2.0
+WARMUP_LAMBDA_TEMPERATURE = 0.35  # with Preset.warmup_noise = "lambda"
 STE_TEMPERATURE = 1e-4  # phase 2: softround gradient of a nearly hard rounding (Cool-chic)
 
 # SOAP (Vyas et al., 2024: Adam in the eigenbasis of Shampoo's preconditioner) for the
@@ -655,6 +656,9 @@ class Trainer:
     def _quantizer(self, stage: _Stage, itr: int) -> Quantizer:
         p = self.preset
         if stage.kind == "warmup":
+            if p.warmup_noise == "lambda":
+                std = (0.747 - 0.432 * math.log10(self.lmbda)) / 10.0
+                return Quantizer("softround", WARMUP_LAMBDA_TEMPERATURE, "gaussian", std)
             return Quantizer("softround", WARMUP_TEMPERATURE, "kumaraswamy", WARMUP_NOISE)
         if stage.kind == "phase1":
             t = _linear(p.temperature, itr, stage.n_itr)

@@ -267,3 +267,16 @@ def test_optimizers_do_not_import_the_torch_compiler() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_warmup_noise_per_lambda() -> None:
+    default = make_trainer(warmup_candidates=2, warmup_itr=1)
+    per_lambda = make_trainer(warmup_candidates=2, warmup_itr=1, warmup_noise="lambda")
+    stage = next(s for s in default._stages() if s.kind == "warmup")
+    assert default._quantizer(stage, 0).noise == "kumaraswamy"
+    quantizer = per_lambda._quantizer(stage, 0)
+    # lambda = 1e-3 (make_trainer): (0.747 - 0.432 * -3) / 10
+    assert quantizer.noise == "gaussian" and quantizer.noise_param == pytest.approx(0.2043)
+    assert quantizer.temperature == 0.35
+    with pytest.raises(ValueError, match="warmup_noise"):
+        make_trainer(warmup_noise="uniform")
