@@ -627,3 +627,21 @@ def test_parse_qps() -> None:
     for bad in ("", "40-30", "0-52", "x"):
         with pytest.raises(ValueError):
             anchor_bpg.parse_qps(bad)
+
+
+def test_plot_presets(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from tools import plot_presets
+
+    table = tmp_path / "presets.tsv"
+    table.write_text(
+        "encoder\tpoints\trd_vs_coolchic5_pct\tseconds\n"
+        "coolchic-ref instant\t8\t40.3\t15.1\n"
+        "coolchic-ref fast\t8\t-1.4\t119.4\n"
+        "Cool-chic 5.0.1\t8\t0\t707\n"
+    )
+    out = tmp_path / "presets.png"
+    assert plot_presets.main(["--table", str(table), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table.write_text("encoder\tpoints\trd_vs_coolchic5_pct\tseconds\ncoolchic-ref fast\t8\t\t1\n")
+    assert plot_presets.main(["--table", str(table), "--out", str(out)]) == 2
