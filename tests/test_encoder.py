@@ -529,7 +529,15 @@ def test_sigint_subprocess_leaves_no_output_then_resume(tmp_path: Path, inputs) 
             "--preset", "faster", "--n_itr", "1500", "--op", "500", "--workdir", str(work),
             "-q"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env)
+
+    def default_sigint() -> None:
+        # A shell starts background jobs with SIGINT ignored, and Python then keeps
+        # ignoring it: the encoder must see a Ctrl-C however the tests were started.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        args, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint
+    )
     try:
         deadline = time.monotonic() + 240
         while not (work / "loop0.ckpt.pt").exists():
