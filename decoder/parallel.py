@@ -68,13 +68,7 @@ def parallel_rows(kernel: Callable[..., Any], n_rows: int, row_size: int, *args:
         while (piece := next(counter)) < n_pieces:
             kernel(bounds[piece], bounds[piece + 1], *args)
 
-    pool = _shared_pool()
-    helpers = [pool.submit(work) for _ in range(n_threads - 1)]
-    try:
-        work()
-    finally:
-        for helper in helpers:
-            helper.result()
+    run_alongside(work, *[work] * (n_threads - 1))
 
 
 def run_alongside(own: Callable[[], Any], *others: Callable[[], Any]) -> None:
