@@ -122,13 +122,20 @@ def training_threads(pixels: int, device: torch.device) -> Iterator[bool]:
     if device.type != "cpu" or pixels > SINGLE_THREAD_PIXELS:
         yield False
         return
-    budget = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or available_cores()
+    budget = _omp_thread_budget() or available_cores()
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         yield budget >= 2
     finally:
         torch.set_num_threads(before)
+
+
+def _omp_thread_budget() -> int | None:
+    """The outermost thread count of OMP_NUM_THREADS (OpenMP allows a list, "4,2");
+    None when it is unset or not a positive number (libgomp then ignores it too)."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
 
 
 def available_cores() -> int:

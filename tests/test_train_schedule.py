@@ -204,6 +204,8 @@ def test_trainer_runs_the_branches_on_two_threads_and_stops_the_thread() -> None
         (256 * 256, None, 1, (1, False)),
         (256 * 256, "1", 2, (1, False)),  # OMP_NUM_THREADS is the budget
         (256 * 256, "2", 1, (1, True)),
+        (256 * 256, "2,1", 1, (1, True)),  # an OpenMP list: the outermost count
+        (256 * 256, "many", 2, (1, True)),  # not a number: ignored, as libgomp does
         (768 * 512, None, 2, (None, False)),  # large: Torch's own threads, unchanged
     ],
 )
