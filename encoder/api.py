@@ -109,7 +109,8 @@ SINGLE_THREAD_PIXELS = 1 << 16
 @contextlib.contextmanager
 def training_threads(pixels: int, device: torch.device) -> Iterator[bool]:
     """Torch threads for training on the CPU; yields whether to run each step's rate and
-    distortion branches on two threads (`train.backward_pass`).
+    distortion branches on two threads (`train.backward_pass`), and the independent parts
+    of the quantization search likewise (`quantize_model(parallel=...)`).
 
     Pictures of up to SINGLE_THREAD_PIXELS train on one Torch thread per branch, the
     branches side by side when 2 cores are there: on 2 idle cores a 256x256 `instant`
@@ -389,6 +390,7 @@ def _encode_once(
         config.lmbda,
         search=schedule.quant_search,
         rdoq=schedule.rdoq,
+        parallel=parallel_branches,
     )
     t2 = time.perf_counter()
     stream = write_stream(codec)

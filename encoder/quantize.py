@@ -32,8 +32,9 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -57,6 +58,9 @@ from .presets import Architecture
 
 if TYPE_CHECKING:
     from .rdoq import RdoqReport
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 # Accumulators must stay below this bound (a margin below 2^31 for the float estimate).
 SAFE_ACCUMULATOR = float(1 << 30)
@@ -530,9 +534,10 @@ class DecoderShiftSearch:
     ORDER = ("ups", "syn_w", "syn_b")  # coordinate order of the proxy rounds
     ROUNDS = 2
 
-    def __init__(self, problem: QuantizationProblem, arm_codec: IntegerCodec) -> None:
+    def __init__(self, problem: QuantizationProblem) -> None:
         p = self.problem = problem
-        self.arm_codec = arm_codec  # the chosen ARM; its decoder part is replaced per trial
+        # The chosen ARM's codec, given to `refine`; its decoder part is replaced per trial.
+        self.arm_codec: IntegerCodec | None = None
         self.twin = copy.deepcopy(p.model)
         self.syn_high = _highest_shift(p.model.synthesis.weights, MAX_W_SHIFT)
         # Biases are int16 too: a start at the largest legal bias shift would leave the
@@ -575,6 +580,7 @@ class DecoderShiftSearch:
         return p.record(Trial("synthesis", ws, bs, ups, exact, cost))
 
     def _exact_mse(self, point: DecoderShifts, syn: list, taps: np.ndarray) -> float:
+        assert self.arm_codec is not None  # set by `refine`
         codec = replace(
             self.arm_codec,
             syn_weights=syn,
@@ -616,7 +622,8 @@ class DecoderShiftSearch:
             )
         return DecoderShifts(ups=ups, syn_w=syn_w, syn_b=self.syn_b_top(syn_w))
 
-    def run(self, exact: bool) -> DecoderShifts:
+    def proxy_rounds(self) -> DecoderShifts:
+        """The formats the float proxy chooses (needs no ARM)."""
         point = self.start()
         for _ in range(self.ROUNDS):
             for name in self.ORDER:
@@ -626,15 +633,19 @@ class DecoderShiftSearch:
                 )
                 if value is not None:
                     point = point.with_shift(name, value)
-        if exact:
-            for name in ("syn_w", "syn_b", "ups"):
-                value = _refine(
-                    getattr(point, name),
-                    0,
-                    self.highest(name, point),
-                    lambda v, at=point, name=name: self.cost(at.with_shift(name, v), True),
-                )
-                point = point.with_shift(name, value)
+        return point
+
+    def refine(self, point: DecoderShifts, arm_codec: IntegerCodec) -> DecoderShifts:
+        """+-1 refinement of each format with the integer model (and the chosen ARM)."""
+        self.arm_codec = arm_codec
+        for name in ("syn_w", "syn_b", "ups"):
+            value = _refine(
+                getattr(point, name),
+                0,
+                self.highest(name, point),
+                lambda v, at=point, name=name: self.cost(at.with_shift(name, v), True),
+            )
+            point = point.with_shift(name, value)
         return point
 
 
@@ -646,11 +657,14 @@ def quantize_model(
     lmbda: float,
     search: str = "exact",
     rdoq: bool = False,
+    parallel: bool = False,
 ) -> tuple[IntegerCodec, QuantizationReport]:
     """Integer codec of a trained model: shifts by greedy RD search (module docstring),
     then, with `rdoq`, rate-distortion optimized rounding of the weights (`rdoq.py`).
 
     targets: the picture's planes (integer samples). search: "exact" or "fast".
+    parallel: run the independent searches and evaluations on two threads (for a
+    caller whose Torch runs on one thread with a second core free); same result.
     """
     if search not in ("exact", "fast"):
         raise ValueError(f"unknown quantization search {search!r} (exact or fast)")
@@ -658,13 +672,17 @@ def quantize_model(
     problem = QuantizationProblem.from_model(model, arch, targets, bit_depth, lmbda)
 
     arm_search = ArmShiftSearch(problem)
-    arm_w, arm_b = arm_search.run(exact)
+    decoder_search = DecoderShiftSearch(problem)
+    # The ARM's shifts change only the rate, the decoder's only the MSE: their searches
+    # are independent until the decoder's integer refinement, which needs the chosen ARM.
+    (arm_w, arm_b), decoder = _both(
+        lambda: arm_search.run(exact), decoder_search.proxy_rounds, parallel
+    )
     arm = quantize_arm(model, arm_w, arm_b)
     assert arm is not None  # admissible: the search evaluated it
-    decoder_search = DecoderShiftSearch(
-        problem, _arm_codec(model, arch, bit_depth, problem.latents, arm, arm_w, arm_b)
-    )
-    decoder = decoder_search.run(exact)
+    if exact:
+        arm_codec = _arm_codec(model, arch, bit_depth, problem.latents, arm, arm_w, arm_b)
+        decoder = decoder_search.refine(decoder, arm_codec)
 
     shifts = Shifts(
         arm_w=arm_w, arm_b=arm_b, ups=decoder.ups, syn_w=decoder.syn_w, syn_b=decoder.syn_b
@@ -677,10 +695,12 @@ def quantize_model(
         from .rdoq import rdoq_weights
 
         codec, rdoq_report = rdoq_weights(model, codec, targets, lmbda)
-    planes = im.simulate_decode(codec)
+    latent_bits, planes = _both(
+        lambda: im.latent_bits(codec), lambda: im.simulate_decode(codec), parallel
+    )
     report = QuantizationReport(
         shifts=shifts,
-        latent_bits=im.latent_bits(codec),
+        latent_bits=latent_bits,
         weight_bits=float(arm_weight_bits(codec) + decoder_weight_bits(codec)),
         mse=planes_mse(planes, targets, bit_depth),
         evaluations=arm_search.evaluations + decoder_search.evaluations,
@@ -689,6 +709,19 @@ def quantize_model(
         rdoq=rdoq_report,
     )
     return codec, report
+
+
+def _both(first: Callable[[], A], second: Callable[[], B], parallel: bool) -> tuple[A, B]:
+    """(first(), second()); with `parallel`, first() runs on a helper thread meanwhile.
+
+    Both sides spend their time in Torch or NumPy kernels, which release the GIL.
+    """
+    if not parallel:
+        return first(), second()
+    with ThreadPoolExecutor(1) as pool:
+        first_result = pool.submit(first)
+        second_result = second()
+        return first_result.result(), second_result
 
 
 def _arm_codec(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -510,22 +511,43 @@ class Adam:
         }
 
 
-def _soap(groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    """pytorch-optimizer's SOAP with the settings above.
+# Modules that pytorch-optimizer imports only to recognise distributed tensors (DTensor),
+# which an encoder never holds; they pull in sympy and take 0.8-1.6 s of start-up.
+_DISTRIBUTED_TENSOR_MODULES = ("torch.distributed.tensor", "torch.distributed._tensor")
 
-    torch.optim.Optimizer wraps four of its methods so that torch.compile skips them, and
-    the wrapper imports torch._dynamo on its first call (0.8 s); nothing here is
-    compiled, so the subclass calls the methods themselves.
+
+@functools.cache
+def _soap_class() -> type:
+    """pytorch-optimizer's SOAP, imported without DTensor support, with unwrapped methods.
+
+    A None entry in sys.modules makes an import raise ImportError, which pytorch-optimizer
+    catches and then treats every tensor as a plain one; the entries are removed again so
+    that the rest of the process imports those modules as usual. torch.optim.Optimizer
+    wraps four of its methods so that torch.compile skips them, and the wrapper imports
+    torch._dynamo on its first call (0.8 s); nothing here is compiled, so the subclass
+    calls the methods themselves.
     """
-    from pytorch_optimizer import SOAP
+    blocked = [name for name in _DISTRIBUTED_TENSOR_MODULES if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        from pytorch_optimizer import SOAP
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
     def unwrapped(name: str) -> Callable:
         method = getattr(torch.optim.Optimizer, name)
         return getattr(method, "__wrapped__", method)
 
     methods = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
-    soap_class = type("SOAP", (SOAP,), {name: unwrapped(name) for name in methods})
-    return soap_class(
+    return type("SOAP", (SOAP,), {name: unwrapped(name) for name in methods})
+
+
+def _soap(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """pytorch-optimizer's SOAP with the settings above (see `_soap_class`)."""
+    return _soap_class()(
         groups,
         lr=lr,
         betas=SOAP_BETAS,

@@ -282,3 +282,45 @@ def test_warmup_noise_per_lambda() -> None:
     assert quantizer.temperature == 0.35
     with pytest.raises(ValueError, match="warmup_noise"):
         make_trainer(warmup_noise="uniform")
+
+
+_SOAP_STEPS = """
+import hashlib, sys, torch
+{prelude}
+from coolchic_ref.encoder.train import _soap
+torch.manual_seed(0)
+w = torch.nn.Parameter(torch.randn(6, 5))
+b = torch.nn.Parameter(torch.randn(6))
+opt = _soap([{{"params": [w, b], "lr": 1e-2, "scale": 1.0}}], 1e-2)
+for _ in range(25):  # preconditioning every 10 steps: two updates of the eigenbases
+    loss = ((w @ torch.randn(5, 3) + b[:, None]) ** 2).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+print(hashlib.sha256(w.detach().numpy().tobytes() + b.detach().numpy().tobytes()).hexdigest())
+print("torch.distributed.tensor" in sys.modules, "sympy" in sys.modules)
+import torch.distributed.tensor
+print("torch.distributed.tensor" in sys.modules)
+"""
+
+
+def test_soap_without_distributed_tensors_steps_as_with_them() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def run(prelude: str) -> list[str]:
+        code = _SOAP_STEPS.format(prelude=prelude)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+        )
+        return out.stdout.split()
+
+    ours = run("")
+    with_dtensor = run("import torch.distributed.tensor")
+    assert ours[0] == with_dtensor[0]
+    # Our import leaves DTensor (and sympy) out, yet a later import of it still works.
+    assert ours[1:] == ["False", "False", "True"]
+    assert with_dtensor[1] == "True"
