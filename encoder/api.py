@@ -243,7 +243,8 @@ def encode(
     say = log or (lambda message: None)
     for warning in picture.warnings:
         say(f"warning: {warning}")
-    arch = config.resolve_architecture(picture.color_format.n_channels)
+    pixels = picture.width * picture.height
+    arch = config.resolve_architecture(picture.color_format.n_channels, pixels)
     schedule = config.resolve_preset()
     device = resolve_device(config.device)
     if check_memory:
@@ -278,11 +279,10 @@ def encode(
     mse = planes_mse(best.predicted, picture.planes, picture.bit_depth)
     coded = [int(np.min(v)) != int(np.max(v)) for v in best.codec.latents]
     mac = mac_per_pixel(arch, picture.height, picture.width, coded)
-    pixels = picture.width * picture.height
     details = {
         "lmbda": config.lmbda,
         "preset": config.preset,
-        "op": config.resolve_op(),
+        "op": config.resolve_op(pixels),
         "op_requested": config.op,
         "architecture": arch.describe(),
         "bitstream_version": best.codec.version,

@@ -41,6 +41,7 @@ from coolchic_ref.encoder.presets import (  # noqa: E402
     AUTO_OPS,
     OPERATING_POINTS,
     EncoderConfig,
+    auto_operating_point,
     mac_per_pixel,
 )
 from coolchic_ref.encoder.random_codec import random_codec  # noqa: E402
@@ -342,6 +343,26 @@ def test_auto_operating_point_follows_lambda() -> None:
         assert auto == EncoderConfig(lmbda=lmbda, op=name).resolve_architecture(3)
     # An explicit operating point is kept at every lambda.
     assert EncoderConfig(lmbda=0.02, op="2000").resolve_op() == "2000"
+
+
+def test_auto_operating_point_reads_small_pictures_at_a_larger_lambda() -> None:
+    """The weights cost per pixel grows as the picture shrinks: a 256x256 picture (6 times
+    fewer pixels than 768x512) reads the thresholds at 6 x lambda."""
+    from coolchic_ref.encoder.presets import AUTO_REFERENCE_PIXELS, auto_lambda
+
+    crop = 256 * 256
+    assert auto_lambda(1e-3, crop) == pytest.approx(6e-3)
+    assert EncoderConfig(lmbda=1e-3).resolve_op(crop) == "1000"
+    assert EncoderConfig(lmbda=4e-3).resolve_op(crop) == "500"
+    assert EncoderConfig(lmbda=2e-4).resolve_op(crop) == "2000"
+    # Pictures of the reference size or larger keep the rule as measured on them.
+    for pixels in (None, AUTO_REFERENCE_PIXELS, 3840 * 2160):
+        for lmbda in (2e-4, 1e-3, 4e-3, 2e-2):
+            assert EncoderConfig(lmbda=lmbda).resolve_op(pixels) == auto_operating_point(lmbda)
+    arch = EncoderConfig(lmbda=1e-3).resolve_architecture(3, crop)
+    assert arch == EncoderConfig(lmbda=1e-3, op="1000").resolve_architecture(3)
+    # An explicit operating point is not moved.
+    assert EncoderConfig(lmbda=4e-3, op="2000").resolve_op(crop) == "2000"
 
 
 def test_architecture_options() -> None:

@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         n_ctx_rowcol=args.n_ctx_rowcol,
         cross_grids=args.cross_grids,
     )
-    arch = config.resolve_architecture(picture.color_format.n_channels)
+    arch = config.resolve_architecture(
+        picture.color_format.n_channels, picture.width * picture.height
+    )
     device = resolve_device("cpu")
     targets = picture_targets(picture, device)
     start = time.perf_counter()
