@@ -214,14 +214,15 @@ def open_stream(path: Path) -> Iterator[bytes | mmap.mmap]:
 
 
 @contextmanager
-def _numba_without_scipy() -> Iterator[None]:
+def numba_without_scipy() -> Iterator[None]:
     """Within this block `import scipy` fails, unless scipy is already imported.
 
     Numba's first kernel (compiled or loaded from its cache) imports
     scipy.linalg, 0.3-0.4 s of a fresh `coolchic-ref decode` here, only to learn
     whether it can compile np.dot and np.linalg, which the decoder does not use.
     Without scipy Numba just declines those for the rest of the process, so this
-    is for the command line's own process only, never for the library.
+    is for the command line's own process only (`decode`, and `encode` for its
+    closed-loop check), never for the library.
     """
     if "scipy" in sys.modules:
         yield
@@ -259,7 +260,7 @@ def decode_command(stream: Path, output: Path, quiet: bool, timings: bool) -> No
             target = resolve_output(header, output)
             stage_times: dict[str, float] = {}
             start = time.perf_counter()
-            with _numba_without_scipy():
+            with numba_without_scipy():
                 image = decode(data, timings=stage_times)
             elapsed = time.perf_counter() - start
             atomic_write(target, encode_image(image, target))

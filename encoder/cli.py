@@ -343,35 +343,37 @@ def encode_command(
     bar = ProgressBar(enabled=not quiet)
     try:
         # torch is imported here, not when the CLI is loaded: `--help` stays fast.
+        from ..cli import numba_without_scipy
         from .api import encode
 
         try:
-            result = encode(
-                input_path,
-                lmbda=lmbda,
-                preset=preset,
-                op=op,
-                start_lr=start_lr,
-                n_itr=n_itr,
-                n_train_loops=n_train_loops,
-                layers_synthesis=layers_synthesis,
-                layers_arm=layers_arm,
-                n_ctx_rowcol=n_ctx_rowcol,
-                upsampling_kernel_size=upsampling_kernel_size,
-                n_grids=n_grids,
-                version=int(version),
-                cross_grids=cross_grids,
-                device=device,
-                seed=seed,
-                progress=bar,
-                workdir=workdir,
-                resume=resume,
-                verify=not no_verify,
-                log=lambda message: (bar.close(), click.echo(message, err=True)),
-                info=None if quiet else (lambda message: click.echo(message, err=True)),
-                max_memory=memory_limit,
-                check_memory=(max_memory or "").strip().lower() != "off",
-            )
+            with numba_without_scipy():  # the closed-loop check's first Numba kernel
+                result = encode(
+                    input_path,
+                    lmbda=lmbda,
+                    preset=preset,
+                    op=op,
+                    start_lr=start_lr,
+                    n_itr=n_itr,
+                    n_train_loops=n_train_loops,
+                    layers_synthesis=layers_synthesis,
+                    layers_arm=layers_arm,
+                    n_ctx_rowcol=n_ctx_rowcol,
+                    upsampling_kernel_size=upsampling_kernel_size,
+                    n_grids=n_grids,
+                    version=int(version),
+                    cross_grids=cross_grids,
+                    device=device,
+                    seed=seed,
+                    progress=bar,
+                    workdir=workdir,
+                    resume=resume,
+                    verify=not no_verify,
+                    log=lambda message: (bar.close(), click.echo(message, err=True)),
+                    info=None if quiet else (lambda message: click.echo(message, err=True)),
+                    max_memory=memory_limit,
+                    check_memory=(max_memory or "").strip().lower() != "off",
+                )
         finally:
             bar.close()
         _write_atomic(output, result.stream)

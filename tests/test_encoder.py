@@ -637,3 +637,23 @@ def test_train_experiment_tool_reports_its_kept_model(tmp_path: Path, inputs) ->
     for crop, message in ((f"0,0,{height + 1},4", "not inside"), ("0,0,8", "four integers")):
         bad = subprocess.run([*args[:-1], crop], capture_output=True, text=True)
         assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_encode_command_keeps_scipy_out_of_its_closed_loop_check(tmp_path: Path) -> None:
+    """Numba's first kernel would import scipy.linalg (0.3-0.4 s) for the decoder of the
+    closed-loop check; the command blocks it, the stream is still checked and written."""
+    root = Path(__file__).resolve().parent.parent
+    stream = tmp_path / "s.cool"
+    code = (
+        "import sys\n"
+        "from coolchic_ref.cli import main\n"
+        f"args = ['encode', {str(root / 'tools/sample/kodim23-crop256.png')!r}, '-o', "
+        f"{str(stream)!r}, '--preset', 'instant', '--n-itr', '2', '-q']\n"
+        "main(args, standalone_mode=False)\n"
+        "print('numba' in sys.modules, 'scipy' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[-2:] == ["True", "False"]
+    assert coolchic_ref.decode(stream.read_bytes()).width == 256
