@@ -1,14 +1,15 @@
 """PSNR of JPEG, WebP and AVIF at a given rate, by bisection on their quality setting.
 
     python tools/conventional_at_rate.py IMAGE BPP [BPP ...] [--codecs jpeg,webp,avif]
+        [--avif-speed 6]
 
 For each codec (through `imagecodecs`: libjpeg 4:2:0 at its default settings, libwebp
-lossy at method 6, libavif 4:4:4 at speed 6), the integer quality whose stream is the largest at
-or below the target rate and the next one above are found by bisection (a codec's
-rate grows with its quality); the RGB PSNR at the target rate is interpolated linearly
-in bpp between those two. Prints one line per (image, rate, codec). A minimal
-companion of the encoder's experiments; `tools/anchor_conventional.py` writes whole
-RD curves.
+lossy at method 6, libavif 4:4:4 at speed 6, or `--avif-speed`: 1 is slower and
+better), the integer quality whose stream is the largest at or below the target rate
+and the next one above are found by bisection (a codec's rate grows with its quality);
+the RGB PSNR at the target rate is interpolated linearly in bpp between those two.
+Prints one line per (image, rate, codec). A minimal companion of the encoder's
+experiments; `tools/anchor_conventional.py` writes whole RD curves.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def codec_functions(name: str) -> tuple[Callable, Callable, int, int]:
+def codec_functions(name: str, avif_speed: int = 6) -> tuple[Callable, Callable, int, int]:
     """(encode(image, quality) -> bytes, decode(bytes) -> image, lowest, highest quality)."""
     import imagecodecs as ic
 
@@ -38,14 +39,18 @@ def codec_functions(name: str) -> tuple[Callable, Callable, int, int]:
         encode = lambda im, q: ic.webp_encode(im, level=q, lossless=False, method=6)  # noqa: E731
         return encode, ic.webp_decode, 0, 100
     if name == "avif":
-        encode = lambda im, q: ic.avif_encode(im, level=q, speed=6, pixelformat="444")  # noqa: E731
+        encode = lambda im, q: ic.avif_encode(  # noqa: E731
+            im, level=q, speed=avif_speed, pixelformat="444"
+        )
         return encode, ic.avif_decode, 0, 100
     raise ValueError(f"unknown codec {name!r}")
 
 
-def psnr_at_rate(image: np.ndarray, bpp: float, codec: str) -> tuple[float, float, float]:
+def psnr_at_rate(
+    image: np.ndarray, bpp: float, codec: str, avif_speed: int = 6
+) -> tuple[float, float, float]:
     """(PSNR at `bpp`, quality below, quality above); nan if the rate is out of range."""
-    encode, decode, lo, hi = codec_functions(codec)
+    encode, decode, lo, hi = codec_functions(codec, avif_speed)
     pixels = image.shape[0] * image.shape[1]
     cache: dict[int, tuple[float, float]] = {}
 
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("image", type=Path)
     parser.add_argument("bpp", type=float, nargs="+")
     parser.add_argument("--codecs", default="jpeg,webp,avif")
+    parser.add_argument("--avif-speed", type=int, default=6, help="libavif speed, 0-10")
     args = parser.parse_args(argv)
     import imageio.v3 as iio
 
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print("image\tbpp\tcodec\tpsnr_db\tquality_below\tquality_above")
     for bpp in args.bpp:
         for codec in args.codecs.split(","):
-            psnr, q0, q1 = psnr_at_rate(image, bpp, codec)
+            psnr, q0, q1 = psnr_at_rate(image, bpp, codec, args.avif_speed)
             print(f"{args.image.name}\t{bpp:.4f}\t{codec}\t{psnr:.2f}\t{q0:g}\t{q1:g}")
     return 0
 
