@@ -267,13 +267,13 @@ def auto_operating_point(lmbda: float, pixels: int | None = None) -> str:
 
 
 def describe_auto_rule() -> str:
-    """`--op auto` in words, e.g. '500 for lambda >= 0.009, 1000 for lambda >= 0.002, else 2000
-    (...)'."""
+    """`--op auto` in words: 'on 768x512 pictures, 500 for lambda >= 0.009, ..., else 2000;
+    ...'."""
     rules = [f"{op} for lambda >= {min_lmbda:g}" for min_lmbda, op in AUTO_OPS]
     return (
-        ", ".join([*rules, f"else {AUTO_DEFAULT_OP}"])
-        + " on 768x512 pictures; a smaller one of P pixels reads them at"
-        + f" lambda x {AUTO_REFERENCE_PIXELS} / P"
+        "on 768x512 pictures, "
+        + ", ".join([*rules, f"else {AUTO_DEFAULT_OP}"])
+        + f"; a smaller picture of P pixels reads these at lambda x {AUTO_REFERENCE_PIXELS} / P"
     )
 
 
