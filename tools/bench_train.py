@@ -190,13 +190,18 @@ def bench(args: argparse.Namespace, variant: str) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         trainer._rate_thread = ThreadPoolExecutor(1)
-    with allocator:
-        for kind in ("phase1", "phase2"):
-            stage = stages[kind]
-            results[kind] = timed(
-                lambda stage=stage: trainer._step(model, optimizer, stage, 10, stage.name)
-            )
-        results["evaluate"] = timed(lambda: evaluate(model, targets, 1e-3))
+    try:
+        with allocator:
+            for kind in ("phase1", "phase2"):
+                stage = stages[kind]
+                results[kind] = timed(
+                    lambda stage=stage: trainer._step(model, optimizer, stage, 10, stage.name)
+                )
+            results["evaluate"] = timed(lambda: evaluate(model, targets, 1e-3))
+    finally:
+        if trainer._rate_thread is not None:
+            trainer._rate_thread.shutdown()
+            trainer._rate_thread = None
 
     print(
         f"[{variant}] {args.image.name} {picture.width}x{picture.height}, op {args.op}, "
