@@ -52,7 +52,11 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        # Rate and ETA count from the first iteration this bar sees: after `--resume`
+        # (or in a second training loop) the iteration counter does not start at 0.
         self.start = time.monotonic()
+        self.first_itr: int | None = None
+        self.last_itr = -1
         self.last_draw = 0.0
         self.last_decile = -1
         self.drawn = False
@@ -61,6 +65,9 @@ class ProgressBar:
         if not self.enabled:
             return
         now = time.monotonic()
+        if self.first_itr is None or p.itr < self.last_itr:
+            self.first_itr, self.start = p.itr - 1, now
+        self.last_itr = p.itr
         fraction = p.itr / max(p.total, 1)
         # The loss terms are read (a wait for the device) only for a line that is drawn.
         if self.tty:
@@ -80,12 +87,15 @@ class ProgressBar:
                 self.stream.flush()
 
     def _text(self, p: Any, now: float, fraction: float) -> str:
-        elapsed = now - self.start
-        eta = elapsed / fraction * (1 - fraction) if fraction > 0 else math.nan
+        # The first iteration seen only starts the clock, so it is not counted in the rate.
+        done = p.itr - 1 - (self.first_itr or 0)
+        per_itr = (now - self.start) / done if done > 0 else math.nan
+        eta = per_itr * (p.total - p.itr)
+        rate = f"{per_itr:5.2f}" if math.isfinite(per_itr) else "   --"
         return (
             f"{p.stage:<13} {p.itr:>6}/{p.total} "
             f"loss {p.loss:.3e}  {p.bpp:6.3f} bpp  {p.psnr:6.2f} dB  "
-            f"{elapsed / max(p.itr, 1):5.2f} s/it  ETA {_duration(eta)}"
+            f"{rate} s/it  ETA {_duration(eta)}"
         )
 
     def close(self) -> None:

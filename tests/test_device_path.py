@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from coolchic_ref.encoder import cli as cli_module  # noqa: E402
 from coolchic_ref.encoder import model as model_module  # noqa: E402
 from coolchic_ref.encoder.cli import ProgressBar  # noqa: E402
 from coolchic_ref.encoder.presets import EncoderConfig, Preset  # noqa: E402
@@ -81,6 +82,25 @@ def test_progress_bar_reads_the_loss_only_for_printed_lines() -> None:
     assert len(lines) == 11  # at 0%, ..., 100%
     assert CountingTensor.reads == 3 * len(lines)  # loss, bpp and the MSE of psnr
     assert "3.01 dB" in lines[-1] and "5.000e-01" in lines[-1]
+
+
+def test_progress_bar_rate_counts_from_the_resumed_iteration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(cli_module.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    bar = ProgressBar(stream=out)
+    total = 4900
+    for itr in range(3401, total + 1):  # resumed at 3400: 0.5 s per iteration from there
+        bar(Progress("phase 1", itr, total, *(CountingTensor(0.5) for _ in range(3))))  # type: ignore[arg-type]
+        clock[0] += 0.5  # exact in binary, so the ETA has no rounding to discuss
+    lines = out.getvalue().splitlines()
+    assert "--:--" in lines[0]  # one iteration seen: no rate yet
+    assert lines[1].split()[2] == "3430/4900"  # the 70 % line
+    assert " 0.50 s/it  ETA 12:15" in lines[1]  # 1470 iterations left at 0.5 s
+    assert all(" 0.50 s/it" in line for line in lines[1:])
+    assert lines[-1].endswith("ETA 0:00")
 
 
 def test_trainer_progress_carries_tensors() -> None:
