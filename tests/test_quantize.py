@@ -76,10 +76,15 @@ def trained():
     lmbda = 0.004
     config = EncoderConfig(lmbda=lmbda, preset="faster", n_itr=40, op="500")
     arch = config.resolve_architecture(picture.color_format.n_channels)
+    # The phase-1 schedule is pinned so that retuning the presets' defaults does not
+    # change the model the shift-search tests below were written against.
+    schedule = dataclasses.replace(
+        config.resolve_preset(), temperature=(0.3, 0.1), noise_param=(0.25, 0.15)
+    )
     device = torch.device("cpu")
     trainer = Trainer(
         arch, picture_targets(picture, device), (h, w), picture.color_format, lmbda,
-        config.resolve_preset(), seed=0, device=device,
+        schedule, seed=0, device=device,
     )  # fmt: skip
     return trainer.run(), arch, picture, lmbda
 
