@@ -307,39 +307,18 @@ def cross_grid_layout(
     return layout
 
 
-@njit(cache=True, inline="always")
-def _floor_div(num, den):
-    """num // den (int64) for num >= 0, 0 < den < 2^31 and a quotient below 2^31.
-
-    The float64 quotient is only an estimate, within 2^-20 of num / den for such
-    operands; the integer remainder then moves it to the exact floor quotient of
-    spec 5.4, so every platform gets the spec's integer, as with an integer
-    division. Unlike an integer division it vectorizes: laplace_batch on the
-    393,216 positions of a 768x512 grid took 2.6-3.1 ms instead of 6.0-8.1 ms.
-    """
-    q = np.int64(np.float64(num) / np.float64(den))
-    rem = num - q * den
-    # Sign bits instead of comparisons: a select here kept the loop scalar.
-    return q + (rem >> 63) - ((den - 1 - rem) >> 63)
-
-
-@njit(cache=True, inline="always")
-def _cdf_batch(i, k, spare, g0, mass, latent_min, mu, inv_scale_q20):
-    """cdf(i) of spec 5.4 as `_cdf`, written without branches for the batch loop."""
-    g = _boundary_mass(i, latent_min, mu, inv_scale_q20)
-    has_mass = mass > 0
-    num = (g - g0) * spare if has_mass else i * spare
-    return i + _floor_div(num, mass if has_mass else np.int64(k))
-
-
-@njit(cache=True, error_model="numpy")
+@njit(cache=True)
 def laplace_batch(model, mus, log_scales, n, k, lmin):
     """The state-independent part of spec 5.4 for positions 0..n-1 into `model`.
 
     mus, log_scales: the ARM outputs (Q8); per position: clipped mu, 1/scale
     (Q20), G(0), D = G(K) - G(0), the guess (the symbol whose interval holds
-    mu) and cdf(guess), cdf(guess + 1). One pass without branches, so that the
-    position loop vectorizes.
+    mu) and cdf(guess), cdf(guess + 1).
+
+    The two cdf divisions per position stay integer divisions, which keep this
+    loop scalar: a float64 quotient corrected by the integer remainder gives the
+    same integers 2-4 times faster, but the decoder keeps floating point off its
+    normative path (tools/results/README.md, "Laplace batch").
     """
     spare = np.int64(_TOTAL - k)
     for t in range(n):
@@ -354,8 +333,8 @@ def laplace_batch(model, mus, log_scales, n, k, lmin):
         model[M_G0, t] = g0
         model[M_MASS, t] = mass
         model[M_GUESS, t] = guess
-        model[M_C_GUESS, t] = _cdf_batch(guess, k, spare, g0, mass, lmin, mu, inv)
-        model[M_C_NEXT, t] = _cdf_batch(guess + 1, k, spare, g0, mass, lmin, mu, inv)
+        model[M_C_GUESS, t] = _cdf(guess, k, spare, g0, mass, lmin, mu, inv)
+        model[M_C_NEXT, t] = _cdf(guess + 1, k, spare, g0, mass, lmin, mu, inv)
 
 
 @njit(cache=True, inline="always")
