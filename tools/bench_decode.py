@@ -10,7 +10,7 @@ encoder's stream writer. Reported figures:
 - in-process warm decode, per stage (median of --runs runs);
 - `coolchic-ref decode` as a fresh process, cold (empty Numba cache) and warm
   (cache filled), wall time, median of --process-runs runs (--no-cold: warm only,
-  the cache then filled by one untimed run). The process is `python -m
+  the cache then filled by one untimed run; 0: in-process only). The process is `python -m
   coolchic_ref` with this interpreter, so it runs the same package as the
   in-process figures, whatever `coolchic-ref` is first on PATH.
 """
@@ -133,7 +133,7 @@ def main() -> int:
         "--cross-grids", type=int, default=0, help="version-2 stream with this C (0: version 1)"
     )
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--process-runs", type=int, default=3)
+    parser.add_argument("--process-runs", type=int, default=3, help="0: in-process only")
     parser.add_argument(
         "--no-cold", action="store_true", help="skip the cold (empty Numba cache) process runs"
     )
@@ -162,12 +162,16 @@ def main() -> int:
         print("MAC/pixel: " + ", ".join(f"{k} {v:.0f}" for k, v in mac.items()))
 
         cache_dir = work_dir / "numba-cache"
-        if args.no_cold:
+        cold = warm_process = float("nan")
+        if args.process_runs < 1:
+            pass  # in-process figures only
+        elif args.no_cold:
             time_process(stream, 1, cache_dir, cold=False)  # fills the cache
             cold = float("nan")
         else:
             cold = time_process(stream, args.process_runs, cache_dir, cold=True)
-        warm_process = time_process(stream, args.process_runs, cache_dir, cold=False)
+        if args.process_runs >= 1:
+            warm_process = time_process(stream, args.process_runs, cache_dir, cold=False)
         stages = time_in_process(data, args.runs)
 
     print()
@@ -176,6 +180,8 @@ def main() -> int:
     print("|---|---:|")
     for stage in (*STAGES, "total"):
         print(f"| {stage} | {stages[stage] * 1000:.1f} |")
+    if args.process_runs < 1:
+        return 0
     print()
     print(f"`coolchic-ref decode` as a fresh process, median of {args.process_runs} runs")
     print("| start | s |")
