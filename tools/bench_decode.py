@@ -163,14 +163,11 @@ def main() -> int:
 
         cache_dir = work_dir / "numba-cache"
         cold = warm_process = float("nan")
-        if args.process_runs < 1:
-            pass  # in-process figures only
-        elif args.no_cold:
-            time_process(stream, 1, cache_dir, cold=False)  # fills the cache
-            cold = float("nan")
-        else:
-            cold = time_process(stream, args.process_runs, cache_dir, cold=True)
         if args.process_runs >= 1:
+            if args.no_cold:
+                time_process(stream, 1, cache_dir, cold=False)  # fills the cache
+            else:
+                cold = time_process(stream, args.process_runs, cache_dir, cold=True)
             warm_process = time_process(stream, args.process_runs, cache_dir, cold=False)
         stages = time_in_process(data, args.runs)
 
